@@ -1,0 +1,58 @@
+// oomwatch/error.hpp: the library's error codes.
+#pragma once
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <filesystem>
+#include <string>
+#include <type_traits>
+
+namespace oomwatch {
+
+/// Errors of oomwatch's own. Failures of system calls keep their errno as
+/// `error_code(errno, boost::system::system_category())` and are not mapped here.
+enum class error {
+    /// The path exists but is not a cgroup directory (not inside a cgroup file system, or not a directory).
+    not_a_cgroup = 1,
+    /// A cgroup, but its hierarchy has no memory controller (v1), or the controller is not enabled for it (v2).
+    no_memory_controller,
+    /// No cgroup hierarchy with a memory controller is mounted on this machine.
+    no_memory_hierarchy,
+    /// The watched cgroup was removed; the `removed` event has been delivered already.
+    cgroup_removed,
+    /// A counters file (`memory.events`, `memory.oom_control`, ...) could not be parsed.
+    malformed_counters,
+    /// `/proc/PID/cgroup` or `/proc/self/mountinfo` could not be parsed.
+    malformed_proc_file,
+    /// The watcher was closed (`close()`, or moved from).
+    watcher_closed,
+    /// `async_next_event` was called while another `async_next_event` was still pending.
+    operation_in_progress,
+};
+
+/// The category of `oomwatch::error`; its name is `"oomwatch"`.
+const boost::system::error_category& error_category() noexcept;
+
+inline boost::system::error_code make_error_code(error e) noexcept {
+    return {static_cast<int>(e), error_category()};
+}
+
+/// The exception thrown by the throwing overloads: an `error_code` plus the path it concerns.
+/// `what()` reads like "oomwatch: /sys/fs/cgroup/memory/x: No such file or directory".
+class cgroup_error : public boost::system::system_error {
+public:
+    cgroup_error(boost::system::error_code ec, std::filesystem::path path);
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+/// Throws `cgroup_error(ec, path)` when `ec` is set.
+void throw_if(const boost::system::error_code& ec, const std::filesystem::path& path);
+
+} // namespace oomwatch
+
+template <>
+struct boost::system::is_error_code_enum<oomwatch::error> : std::true_type {};

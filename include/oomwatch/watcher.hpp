@@ -1,0 +1,219 @@
+// oomwatch/watcher.hpp: the watcher, and subscriptions to it.
+#pragma once
+
+#include <oomwatch/error.hpp>
+#include <oomwatch/event.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+namespace oomwatch {
+
+namespace detail {
+class watcher_state;
+class subscriber;
+} // namespace detail
+
+/// How a watcher watches.
+struct watch_options {
+    /// The kinds to report. `removed` is reported whatever this says.
+    kind_set kinds = kind_set::defaults();
+
+    /// cgroup v2 only: read `memory.events` (this cgroup and its descendants: the
+    /// default) or `memory.events.local` (this cgroup alone). v1 ignores it.
+    enum class scope { hierarchical, local } counters = scope::hierarchical;
+
+    /// Take the directory as a cgroup of this version without looking it up in the
+    /// mount table (cgroup folders outside the usual mounts, fake folders in tests).
+    std::optional<cgroup_version> force_version;
+
+    /// cgroup v2: how often the safety net re-reads the counters and rechecks that the
+    /// cgroup still exists. Removal is normally seen at once through the parent
+    /// directory's inotify watch. One timer serves all v2 watchers of an execution
+    /// context, at the shortest interval any of them asks for.
+    std::chrono::milliseconds liveness_interval{std::chrono::seconds(5)};
+};
+
+/// Names a cgroup by a process in it: `watcher w(ex, oomwatch::process{pid});`.
+struct process {
+    pid_t pid;
+};
+
+/// A subscription made by `watcher::subscribe`. Destroying or resetting it stops
+/// delivery: the handler is not invoked again after `reset()` returns, except for an
+/// invocation already running on another thread at that moment.
+class subscription {
+public:
+    subscription() noexcept = default;
+    subscription(subscription&&) noexcept = default;
+    subscription& operator=(subscription&& other) noexcept;
+    subscription(const subscription&) = delete;
+    subscription& operator=(const subscription&) = delete;
+    ~subscription();
+
+    /// Stops delivery. Safe to call from within the handler.
+    void reset() noexcept;
+    /// True until `reset()`, destruction, or delivery of the `removed` event.
+    bool active() const noexcept;
+
+private:
+    friend class watcher;
+    explicit subscription(std::shared_ptr<detail::subscriber> s) noexcept : sub_(std::move(s)) {}
+    std::shared_ptr<detail::subscriber> sub_;
+};
+
+/// Watches one memory cgroup (v1 or v2, detected) for OOM events.
+///
+/// cgroup v1: an eventfd registered on `memory.oom_control`, read asynchronously.
+/// cgroup v2: `memory.events` watched through one inotify instance shared by all v2
+/// watchers of the execution context, and the parent directory watched for removal.
+/// Counters are read as a baseline when the watcher starts: what happened before
+/// produces no event. Every change is re-read and reported as exact per-kind deltas.
+///
+/// Events are kept from construction on, for `async_next_event` and for each
+/// subscription separately, coalesced per kind (bounded memory: one slot per kind),
+/// so nothing is lost while nobody is waiting and a slow consumer never slows the
+/// watcher or the other consumers.
+///
+/// Object lifetimes: a watcher must not outlive its execution context. It may be
+/// destroyed with operations pending; they complete with `operation_aborted`. No file
+/// descriptor outlives the watcher (v1: its eventfd; v2: its inotify watches, the
+/// shared instance stays with the execution context).
+///
+/// Thread safety: Distinct objects: Safe. Shared objects: Unsafe, except that a
+/// subscription may be reset from any thread.
+class watcher {
+public:
+    using executor_type = boost::asio::any_io_executor;
+
+    /// Watches the cgroup `cgroup` names: an absolute cgroup directory
+    /// (`/sys/fs/cgroup/memory/myapp`) or a path inside the memory hierarchy (`/myapp`).
+    ///
+    /// Errors: throws `cgroup_error` naming the path: `no_such_file_or_directory`,
+    /// `permission_denied` and other errno values, `error::not_a_cgroup`,
+    /// `error::no_memory_controller`, `error::no_memory_hierarchy`; `too_many_files_open`
+    /// and inotify's `no_space_on_device` (the `max_user_watches` limit) when out of
+    /// descriptors or watches.
+    watcher(const executor_type& ex, const std::filesystem::path& cgroup, const watch_options& opts = {});
+    /// As above; on failure sets `ec` and leaves the watcher closed (`is_open() == false`).
+    watcher(const executor_type& ex, const std::filesystem::path& cgroup, const watch_options& opts,
+            boost::system::error_code& ec);
+    /// Watches the memory cgroup of process `p.pid` (from /proc/PID/cgroup).
+    watcher(const executor_type& ex, process p, const watch_options& opts = {});
+    watcher(const executor_type& ex, process p, const watch_options& opts, boost::system::error_code& ec);
+
+    template <class ExecutionContext>
+        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    watcher(ExecutionContext& ctx, const std::filesystem::path& cgroup, const watch_options& opts = {})
+        : watcher(executor_type(ctx.get_executor()), cgroup, opts) {}
+
+    watcher(watcher&& other) noexcept;
+    /// Closes this watcher first (pending operations complete with `operation_aborted`).
+    watcher& operator=(watcher&& other) noexcept;
+    watcher(const watcher&) = delete;
+    watcher& operator=(const watcher&) = delete;
+    ~watcher();
+
+    executor_type get_executor() const noexcept { return ex_; }
+    bool is_open() const noexcept;
+    /// The cgroup's directory (empty when closed by a failed construction or moved from).
+    const std::filesystem::path& cgroup() const noexcept;
+    cgroup_version version() const noexcept;
+    /// The counters as last read (the baseline until something happens).
+    memory_counters counters() const;
+
+    /// Waits for the next event.
+    ///
+    /// Handler signature: `void(boost::system::error_code, oom_event)`.
+    ///
+    /// Executor: the handler runs on its associated executor, else the watcher's; never
+    /// inside this call, even when an event is already waiting.
+    ///
+    /// Per-operation cancellation: terminal, partial and total. Waiting consumes
+    /// nothing, so a cancelled wait loses no event: it is delivered to the next call.
+    ///
+    /// Errors: `operation_aborted` (cancelled, `cancel()`, `close()`, or the watcher was
+    /// destroyed); `error::cgroup_removed` after the `removed` event was delivered;
+    /// `error::watcher_closed` on a closed watcher; `error::operation_in_progress` when
+    /// another wait is pending.
+    template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code, oom_event))
+                  Token = boost::asio::deferred_t>
+    auto async_next_event(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(boost::system::error_code, oom_event)>(
+            [](auto handler, watcher* self) { self->async_next_event_impl(std::move(handler)); }, token,
+            this);
+    }
+
+    /// `co_await w.next_event()`: the next event; throws `boost::system::system_error`
+    /// with the errors of `async_next_event`. Use it with awaitable operators
+    /// (`co_await (w.next_event() || timer.async_wait(use_awaitable))`).
+    boost::asio::awaitable<oom_event> next_event();
+
+    /// Calls `handler(const oom_event&)` for every event from now on, on `ex` (for
+    /// example a strand); events are posted to it, never run inside the watcher.
+    /// Each subscription has its own backlog: when the handler falls behind its events
+    /// are coalesced per kind (counts add up), in bounded memory. The last event is
+    /// `removed`; after it the subscription is inactive. Nothing is delivered after the
+    /// watcher is closed or destroyed.
+    ///
+    /// An exception thrown by the handler propagates out of the executor's `run()`; the
+    /// watcher and other subscriptions are unaffected, and delivery to this subscription
+    /// continues with the next event once `run()` is called again.
+    template <class Executor, class Handler>
+    subscription subscribe(const Executor& ex, Handler&& handler) {
+        return subscribe_impl(executor_type(ex), wrap_handler(std::forward<Handler>(handler)));
+    }
+    /// As above, on the watcher's executor.
+    template <class Handler>
+    subscription subscribe(Handler&& handler) {
+        return subscribe_impl(ex_, wrap_handler(std::forward<Handler>(handler)));
+    }
+
+    /// Completes a pending `async_next_event` with `operation_aborted`. Keeps watching.
+    void cancel();
+    /// Stops watching and releases the descriptors. A pending `async_next_event`
+    /// completes with `operation_aborted`, later ones with `error::watcher_closed`;
+    /// subscriptions receive nothing more.
+    void close();
+
+private:
+    using event_handler = boost::asio::any_completion_handler<void(boost::system::error_code, oom_event)>;
+    using subscriber_fn = std::function<void(const oom_event&)>;
+
+    template <class Handler>
+    static subscriber_fn wrap_handler(Handler&& h) {
+        using H = std::decay_t<Handler>;
+        if constexpr (std::is_copy_constructible_v<H>) {
+            return subscriber_fn(std::forward<Handler>(h));
+        } else {  // std::function needs a copyable target
+            auto p = std::make_shared<H>(std::forward<Handler>(h));
+            return [p](const oom_event& ev) { (*p)(ev); };
+        }
+    }
+
+    void open(const std::filesystem::path& dir, cgroup_version v, const watch_options& opts,
+              boost::system::error_code& ec);
+    void async_next_event_impl(event_handler handler);
+    subscription subscribe_impl(executor_type ex, subscriber_fn fn);
+
+    executor_type ex_;
+    std::shared_ptr<detail::watcher_state> state_;
+};
+
+} // namespace oomwatch
