@@ -5,6 +5,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <type_traits>
 
@@ -36,6 +37,10 @@ const boost::system::error_category& error_category() noexcept;
 
 inline boost::system::error_code make_error_code(error e) noexcept {
     return {static_cast<int>(e), error_category()};
+}
+
+inline std::ostream& operator<<(std::ostream& os, error e) {
+    return os << "oomwatch:" << static_cast<int>(e) << " (" << make_error_code(e).message() << ")";
 }
 
 /// The exception thrown by the throwing overloads: an `error_code` plus the path it concerns.

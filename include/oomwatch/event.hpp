@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +42,9 @@ inline constexpr std::size_t event_kind_count = 7;
 std::string_view to_string(event_kind k) noexcept;
 /// The inverse of `to_string`; empty for an unknown name.
 std::optional<event_kind> event_kind_from_string(std::string_view s) noexcept;
+
+inline std::ostream& operator<<(std::ostream& os, event_kind k) { return os << to_string(k); }
+inline std::ostream& operator<<(std::ostream& os, cgroup_version v) { return os << 'v' << static_cast<int>(v); }
 
 /// A small set of event kinds.
 class kind_set {

@@ -118,10 +118,24 @@ public:
     watcher(const executor_type& ex, process p, const watch_options& opts = {});
     watcher(const executor_type& ex, process p, const watch_options& opts, boost::system::error_code& ec);
 
+    /// The same four, on an execution context's executor (`watcher w(io_context, path)`).
     template <class ExecutionContext>
         requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
     watcher(ExecutionContext& ctx, const std::filesystem::path& cgroup, const watch_options& opts = {})
         : watcher(executor_type(ctx.get_executor()), cgroup, opts) {}
+    template <class ExecutionContext>
+        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    watcher(ExecutionContext& ctx, const std::filesystem::path& cgroup, const watch_options& opts,
+            boost::system::error_code& ec)
+        : watcher(executor_type(ctx.get_executor()), cgroup, opts, ec) {}
+    template <class ExecutionContext>
+        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    watcher(ExecutionContext& ctx, process p, const watch_options& opts = {})
+        : watcher(executor_type(ctx.get_executor()), p, opts) {}
+    template <class ExecutionContext>
+        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    watcher(ExecutionContext& ctx, process p, const watch_options& opts, boost::system::error_code& ec)
+        : watcher(executor_type(ctx.get_executor()), p, opts, ec) {}
 
     watcher(watcher&& other) noexcept;
     /// Closes this watcher first (pending operations complete with `operation_aborted`).

@@ -1,0 +1,149 @@
+// oomwatch: the command-line program. Argument parsing and dispatch.
+#include "cli.hpp"
+
+#include <oomwatch/event.hpp>
+
+#include <exception>
+#include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#ifndef OOMWATCH_VERSION
+#define OOMWATCH_VERSION "0.1.0"
+#endif
+
+namespace {
+
+using namespace oomwatch;
+
+constexpr std::string_view usage_text =
+    R"(Usage: oomwatch [options] watch CGROUP...
+       oomwatch [options] demo
+       oomwatch --help | --version
+
+Watches Linux memory cgroups (v1 and v2) for OOM events and prints one JSON object
+per event on stdout, one a line:
+  {"cgroup":"/sys/fs/cgroup/memory/app","kind":"oom_kill","count":1,
+   "time":"2026-11-30T05:01:02.123456Z","version":1,"counters":{...}}
+
+Commands:
+  watch CGROUP...   Watch every CGROUP until SIGINT or SIGTERM, or until all of them
+                    are removed. CGROUP is a cgroup directory
+                    (/sys/fs/cgroup/memory/app), a path inside the memory hierarchy
+                    as /proc/PID/cgroup shows it (/app), or a process whose memory
+                    cgroup to watch: PID or pid:PID.
+  demo              (root) Create a scratch cgroup limited to 32 MiB, let the OOM
+                    killer kill three children in it, and check that every kill is
+                    reported exactly once.
+
+Options:
+  --kinds K[,K...]  Event kinds to report: oom, oom_kill, oom_group_kill, high, max,
+                    low, or all (default: oom,oom_kill,oom_group_kill). The removed
+                    event is always reported.
+  --local           cgroup v2: count this cgroup alone (memory.events.local), not its
+                    descendants.
+  -v, --verbose     Show the library's debug log on stderr (twice: trace).
+  -h, --help        Show this help.
+  --version         Show the version.
+
+Exit status: 0 when done (a signal, or every cgroup removed), 1 on a runtime error,
+2 on bad usage or when a cgroup cannot be watched.
+)";
+
+int usage_error(std::string_view message) {
+    std::cerr << "oomwatch: " << message << "\nTry 'oomwatch --help'.\n";
+    return cli::exit_usage;
+}
+
+bool parse_kinds(std::string_view list, kind_set& out, std::string& bad) {
+    out = kind_set{};
+    while (true) {
+        const auto comma = list.find(',');
+        const auto name = list.substr(0, comma);
+        if (name == "all") {
+            out = kind_set::all();
+        } else if (auto k = event_kind_from_string(name)) {
+            out.insert(*k);
+        } else {
+            bad = std::string(name);
+            return false;
+        }
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+    }
+    out.insert(event_kind::removed);  // reported anyway; keeps the set honest
+    return true;
+}
+
+int run(int argc, char** argv) {
+    std::vector<std::string> positional;
+    watch_options opts;
+    int verbosity = 0;
+    bool options_done = false;
+
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (options_done || arg.empty() || arg[0] != '-' || arg == "-") {
+            positional.emplace_back(arg);
+            continue;
+        }
+        if (arg == "--") {
+            options_done = true;
+        } else if (arg == "-h" || arg == "--help") {
+            std::cout << usage_text;
+            return cli::exit_ok;
+        } else if (arg == "--version") {
+            std::cout << "oomwatch " << OOMWATCH_VERSION << '\n';
+            return cli::exit_ok;
+        } else if (arg == "-v" || arg == "--verbose") {
+            ++verbosity;
+        } else if (arg == "-vv") {
+            verbosity += 2;
+        } else if (arg == "--local") {
+            opts.counters = watch_options::scope::local;
+        } else if (arg == "--kinds" || arg.starts_with("--kinds=")) {
+            std::string_view value;
+            if (arg == "--kinds") {
+                if (i + 1 >= argc) return usage_error("--kinds needs a value");
+                value = argv[++i];
+            } else {
+                value = arg.substr(std::string_view("--kinds=").size());
+            }
+            std::string bad;
+            if (!parse_kinds(value, opts.kinds, bad)) {
+                return usage_error("unknown event kind '" + bad + "' in --kinds");
+            }
+        } else {
+            return usage_error("unknown option '" + std::string(arg) + "'");
+        }
+    }
+
+    if (positional.empty()) {
+        std::cerr << usage_text;
+        return cli::exit_usage;
+    }
+    cli::setup_logging(verbosity);
+
+    const std::string& command = positional.front();
+    if (command == "watch") {
+        if (positional.size() < 2) return usage_error("watch needs at least one cgroup");
+        return cli::run_watch({positional.begin() + 1, positional.end()}, opts);
+    }
+    if (command == "demo") {
+        if (positional.size() > 1) return usage_error("demo takes no arguments");
+        return cli::run_demo(opts);
+    }
+    return usage_error("unknown command '" + command + "'");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "oomwatch: " << e.what() << '\n';
+        return oomwatch::cli::exit_failure;
+    }
+}

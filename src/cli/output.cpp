@@ -1,0 +1,79 @@
+// Events as JSON lines, and the logging sink.
+#include "cli.hpp"
+
+#include <oomwatch/log.hpp>
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/log/core/core.hpp>
+#include <boost/log/expressions.hpp>
+#include <boost/log/expressions/keyword.hpp>
+#include <boost/log/utility/setup/console.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+
+namespace oomwatch::cli {
+
+namespace {
+BOOST_LOG_ATTRIBUTE_KEYWORD(severity_attr, "Severity", oomwatch::log_severity)
+} // namespace
+
+void setup_logging(int verbosity) {
+    namespace expr = boost::log::expressions;
+    namespace kw = boost::log::keywords;
+    boost::log::add_console_log(std::clog,
+                                kw::format = expr::stream << "oomwatch[" << severity_attr << "]: " << expr::smessage,
+                                kw::auto_flush = true);
+    const auto min = verbosity >= 2   ? log_severity::trace
+                     : verbosity == 1 ? log_severity::debug
+                                      : log_severity::warning;
+    // Records without a Severity (none of ours) fail the comparison and are dropped.
+    boost::log::core::get()->set_filter(severity_attr >= min);
+}
+
+std::string format_rfc3339(std::chrono::system_clock::time_point tp) {
+    using namespace std::chrono;
+    const auto us = floor<microseconds>(tp);
+    const auto secs = floor<seconds>(us);  // floor, not truncation: right before 1970 too
+    const auto frac = (us - secs).count();
+    const std::time_t t = system_clock::to_time_t(time_point_cast<system_clock::duration>(secs));
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    char buf[64];
+    const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(frac));
+    return buf;
+}
+
+std::string event_to_json(const oom_event& ev) {
+    const auto& c = ev.counters;
+    boost::json::object counters;
+    counters["oom"] = c.oom;
+    counters["oom_kill"] = c.oom_kill;
+    counters["oom_group_kill"] = c.oom_group_kill;
+    if (ev.version == cgroup_version::v2) {
+        counters["low"] = c.low;
+        counters["high"] = c.high;
+        counters["max"] = c.max;
+        for (const auto& [key, value] : c.other) counters[key] = value;  // newer kernels' keys
+    } else {
+        counters["under_oom"] = c.under_oom;
+    }
+
+    boost::json::object obj;
+    obj["cgroup"] = ev.cgroup.string();
+    obj["kind"] = std::string(to_string(ev.kind));
+    obj["count"] = ev.count;
+    obj["time"] = format_rfc3339(ev.time);
+    obj["version"] = static_cast<int>(ev.version);
+    obj["counters"] = std::move(counters);
+    return boost::json::serialize(obj);
+}
+
+void print_event(const oom_event& ev) {
+    std::cout << event_to_json(ev) << '\n' << std::flush;  // one line per event, for pipes
+}
+
+} // namespace oomwatch::cli

@@ -1,0 +1,257 @@
+#include "inotify_service.hpp"
+
+#include "logger.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using boost::system::system_category;
+
+namespace oomwatch::detail {
+
+asio::execution_context::id inotify_service::id;
+
+namespace {
+constexpr std::uint32_t file_mask = IN_MODIFY;
+// IN_MOVED_FROM too: a renamed cgroup is no longer at the path being watched.
+constexpr std::uint32_t dir_mask = IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR;
+} // namespace
+
+inotify_service::inotify_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
+
+inotify_service::~inotify_service() = default;
+
+void inotify_service::shutdown() {
+    std::lock_guard lk(m_);
+    shut_down_ = true;
+    // Destroyed here, while the reactor still exists; pending handlers are dropped.
+    timer_.reset();
+    fd_.reset();
+    watches_.clear();
+    clients_.clear();
+}
+
+error_code inotify_service::add(const asio::any_io_executor& ex, const std::filesystem::path& file,
+                                const std::filesystem::path& dir, std::weak_ptr<inotify_client> client,
+                                std::chrono::milliseconds liveness_interval, registration& reg) {
+    std::lock_guard lk(m_);
+    if (shut_down_) return asio::error::shut_down;
+    if (!fd_) {
+        int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0) return {errno, system_category()};
+        strand_.emplace(asio::make_strand(ex));
+        fd_.emplace(*strand_, fd);
+        timer_.emplace(*strand_);
+    }
+    const int ifd = fd_->native_handle();
+    const bool file_known_before = [&] {
+        int wd = ::inotify_add_watch(ifd, file.c_str(), file_mask);
+        reg.file_wd = wd;
+        return wd >= 0 && watches_.contains(wd);
+    }();
+    if (reg.file_wd < 0) return {errno, system_category()};
+    reg.dir_wd = ::inotify_add_watch(ifd, dir.parent_path().c_str(), dir_mask);
+    if (reg.dir_wd < 0) {
+        error_code ec(errno, system_category());
+        if (!file_known_before) ::inotify_rm_watch(ifd, reg.file_wd);
+        return ec;
+    }
+    reg.key = next_key_++;
+    auto& fw = watches_[reg.file_wd];
+    ++fw.refs;
+    fw.file_clients.emplace_back(reg.key, client);
+    auto& dw = watches_[reg.dir_wd];
+    ++dw.refs;
+    dw.children.emplace(dir.filename().string(), reg.key);
+    clients_.emplace(reg.key, std::move(client));
+
+    if (liveness_interval < interval_) {
+        interval_ = liveness_interval;
+        if (timing_) timer_->cancel();  // its handler re-arms with the shorter interval
+    }
+    start_reading();
+    start_timer();
+    return {};
+}
+
+void inotify_service::remove(const registration& reg) {
+    std::lock_guard lk(m_);
+    if (shut_down_ || !clients_.erase(reg.key)) return;
+    if (auto it = watches_.find(reg.file_wd); it != watches_.end()) {
+        std::erase_if(it->second.file_clients, [&](const auto& p) { return p.first == reg.key; });
+        drop_watch_ref(reg.file_wd);
+    }
+    if (auto it = watches_.find(reg.dir_wd); it != watches_.end()) {
+        auto& ch = it->second.children;
+        for (auto c = ch.begin(); c != ch.end(); ++c)
+            if (c->second == reg.key) {
+                ch.erase(c);
+                break;
+            }
+        drop_watch_ref(reg.dir_wd);
+    }
+    if (clients_.empty() && fd_) {
+        // Nothing to watch: let the execution context run out of work.
+        error_code ignored;
+        fd_->cancel(ignored);
+        timer_->cancel();
+    }
+}
+
+void inotify_service::drop_watch_ref(int wd) {
+    auto it = watches_.find(wd);
+    if (it == watches_.end() || --it->second.refs > 0) return;
+    ::inotify_rm_watch(fd_->native_handle(), wd);  // EINVAL if the kernel dropped it already: fine
+    watches_.erase(it);
+}
+
+std::size_t inotify_service::client_count() const {
+    std::lock_guard lk(m_);
+    return clients_.size();
+}
+
+std::size_t inotify_service::watch_count() const {
+    std::lock_guard lk(m_);
+    return watches_.size();
+}
+
+void inotify_service::start_reading() {
+    if (reading_ || !fd_ || clients_.empty()) return;
+    reading_ = true;
+    fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](error_code ec) { on_readable(ec); });
+}
+
+void inotify_service::start_timer() {
+    if (timing_ || !timer_ || clients_.empty() || interval_ == std::chrono::milliseconds::max()) return;
+    timing_ = true;
+    timer_->expires_after(interval_);
+    timer_->async_wait([this](error_code ec) { on_timer(ec); });
+}
+
+namespace {
+
+// What to tell which client, in the order the kernel reported it.
+struct action {
+    std::weak_ptr<inotify_client> client;
+    bool changed;  // else maybe removed
+};
+
+class action_list {
+public:
+    void add(const std::weak_ptr<inotify_client>& c, bool changed) {
+        // Skip repeats of the same news to the same client (a kill modifies the file
+        // three times); the client re-reads anyway.
+        auto* key = c.lock().get();
+        if (!key) return;
+        auto [it, fresh] = last_.try_emplace(key, actions_.size());
+        if (!fresh) {
+            if (actions_[it->second].changed == changed) return;
+            it->second = actions_.size();
+        }
+        actions_.push_back({c, changed});
+    }
+    void run() {
+        for (auto& a : actions_) {
+            auto c = a.client.lock();
+            if (!c) continue;
+            if (a.changed)
+                c->on_counters_changed();
+            else
+                c->on_maybe_removed();
+        }
+    }
+
+private:
+    std::vector<action> actions_;
+    std::unordered_map<inotify_client*, std::size_t> last_;
+};
+
+} // namespace
+
+void inotify_service::on_readable(error_code ec) {
+    action_list actions;
+    {
+        std::lock_guard lk(m_);
+        reading_ = false;
+        if (shut_down_ || !fd_) return;
+        if (ec) {
+            if (ec != asio::error::operation_aborted)
+                OOMWATCH_LOG(error) << "inotify: waiting failed: " << ec.message();
+            start_reading();  // resumes if clients came back after a cancel
+            return;
+        }
+        bool overflow = false;
+        alignas(inotify_event) char buf[16384];
+        for (;;) {
+            ssize_t n = ::read(fd_->native_handle(), buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                if (errno != EAGAIN)
+                    OOMWATCH_LOG(error) << "inotify: read failed: " << std::strerror(errno);
+                break;
+            }
+            if (n == 0) break;
+            for (ssize_t off = 0; off + static_cast<ssize_t>(sizeof(inotify_event)) <= n;) {
+                inotify_event ev;
+                std::memcpy(&ev, buf + off, sizeof ev);
+                const char* name = buf + off + sizeof(inotify_event);
+                off += static_cast<ssize_t>(sizeof(inotify_event) + ev.len);
+                if (ev.mask & IN_Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                auto it = watches_.find(ev.wd);
+                if (it == watches_.end()) continue;
+                auto& w = it->second;
+                if (ev.mask & IN_MODIFY)
+                    for (auto& [k_, c] : w.file_clients) actions.add(c, true);
+                if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0) {
+                    auto [b, e] = w.children.equal_range(std::string(name, ::strnlen(name, ev.len)));
+                    for (; b != e; ++b)
+                        if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second, false);
+                }
+                if (ev.mask & IN_IGNORED) {
+                    // The kernel dropped the watch (its file or directory went away):
+                    // everyone who relied on it must check.
+                    for (auto& [k_, c] : w.file_clients) actions.add(c, false);
+                    for (auto& [n_, k_] : w.children)
+                        if (auto c = clients_.find(k_); c != clients_.end()) actions.add(c->second, false);
+                    watches_.erase(it);
+                }
+            }
+        }
+        if (overflow) {
+            OOMWATCH_LOG(warning) << "inotify: event queue overflowed; re-reading all " << clients_.size()
+                                  << " watched cgroups";
+            for (auto& [k_, c] : clients_) {
+                actions.add(c, true);
+                actions.add(c, false);
+            }
+        }
+        start_reading();
+    }
+    actions.run();
+}
+
+void inotify_service::on_timer(error_code ec) {
+    action_list actions;
+    {
+        std::lock_guard lk(m_);
+        timing_ = false;
+        if (shut_down_) return;
+        if (!ec)
+            for (auto& [k_, c] : clients_) actions.add(c, false);
+        start_timer();
+    }
+    actions.run();
+}
+
+} // namespace oomwatch::detail

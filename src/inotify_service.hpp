@@ -1,0 +1,92 @@
+// One inotify instance per execution context, shared by every cgroup v2 watcher on it,
+// dispatching events by watch descriptor. Ten thousand cgroups need one inotify fd
+// (the default limit is 128 instances per user), and one liveness timer.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace oomwatch::detail {
+
+/// What the service tells a watched cgroup. Called on the service's strand, never with
+/// the service's lock held.
+class inotify_client {
+public:
+    virtual ~inotify_client() = default;
+    /// Its counters file changed (or may have: queue overflow).
+    virtual void on_counters_changed() = 0;
+    /// It may be gone (the parent saw a delete or move of its name, its file's watch
+    /// went away, the liveness timer fired, or the queue overflowed).
+    virtual void on_maybe_removed() = 0;
+};
+
+class inotify_service : public boost::asio::execution_context::service {
+public:
+    using key_type = inotify_service;
+    static boost::asio::execution_context::id id;
+
+    explicit inotify_service(boost::asio::execution_context& ctx);
+    ~inotify_service() override;
+
+    struct registration {
+        int file_wd = -1;
+        int dir_wd = -1;
+        std::uint64_t key = 0;
+    };
+
+    /// Watches `file` for IN_MODIFY and `dir.parent_path()` for the removal of `dir`.
+    /// `ex` is an executor of this service's context. Errors: errno of inotify_init1
+    /// (EMFILE: the instance limit) and inotify_add_watch (ENOSPC: the watch limit,
+    /// ENOENT, EACCES).
+    boost::system::error_code add(const boost::asio::any_io_executor& ex, const std::filesystem::path& file,
+                                  const std::filesystem::path& dir, std::weak_ptr<inotify_client> client,
+                                  std::chrono::milliseconds liveness_interval, registration& reg);
+    /// Undoes `add`; removes the kernel watches that no other client uses.
+    void remove(const registration& reg);
+
+    /// How many cgroups are registered, and the inotify watches in use (for tests).
+    std::size_t client_count() const;
+    std::size_t watch_count() const;
+
+private:
+    struct watch {
+        std::size_t refs = 0;
+        std::vector<std::pair<std::uint64_t, std::weak_ptr<inotify_client>>> file_clients;  // a counters file
+        std::unordered_multimap<std::string, std::uint64_t> children;                       // a parent directory: name -> client key
+    };
+
+    void shutdown() override;
+    void start_reading();  // with m_ held
+    void start_timer();    // with m_ held
+    void on_readable(boost::system::error_code ec);
+    void on_timer(boost::system::error_code ec);
+    void drop_watch_ref(int wd);  // with m_ held
+
+    mutable std::mutex m_;
+    std::optional<boost::asio::strand<boost::asio::any_io_executor>> strand_;
+    std::optional<boost::asio::posix::stream_descriptor> fd_;
+    std::optional<boost::asio::steady_timer> timer_;
+    std::unordered_map<int, watch> watches_;
+    std::unordered_map<std::uint64_t, std::weak_ptr<inotify_client>> clients_;
+    std::uint64_t next_key_ = 1;
+    std::chrono::milliseconds interval_ = std::chrono::milliseconds::max();
+    bool reading_ = false;
+    bool timing_ = false;
+    bool shut_down_ = false;
+};
+
+} // namespace oomwatch::detail

@@ -1,0 +1,259 @@
+// cgroup v1 watcher.
+//
+// The kernel signals the eventfd once per OOM notification and once when the cgroup is
+// removed; the 8-byte value read is the number of signals since the last read (a count,
+// never "one event"). After every wake-up the directory is checked and
+// memory.oom_control re-read, so v1 reports `oom` (the signals) and `oom_kill` (the
+// counter's growth) like v2 does.
+#include "v1_watcher.hpp"
+
+#include "logger.hpp"
+#include "sys.hpp"
+
+#include <oomwatch/error.hpp>
+#include <oomwatch/parse.hpp>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+#include <string>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using boost::system::system_category;
+
+namespace oomwatch::detail {
+namespace {
+
+error_code last_errno() { return {errno, system_category()}; }
+
+enum class liveness { alive, gone, unknown };
+
+class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
+public:
+    v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, std::weak_ptr<watcher_state> sink)
+        : dir_(std::move(dir)), oom_control_(dir_ / "memory.oom_control"), efd_(ex), settle_(ex),
+          sink_(std::move(sink)) {}
+
+    error_code start(memory_counters& baseline) {
+        unique_fd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!efd) return last_errno();
+        unique_fd ctl(::open(oom_control_.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ctl) return last_errno();
+        auto event_control = dir_ / "cgroup.event_control";
+        unique_fd evc(::open(event_control.c_str(), O_WRONLY | O_CLOEXEC));
+        if (!evc) return last_errno();
+        std::string line = std::to_string(efd.get()) + " " + std::to_string(ctl.get());
+        ssize_t w;
+        do w = ::write(evc.get(), line.data(), line.size());
+        while (w < 0 && errno == EINTR);
+        if (w < 0) return last_errno();
+        // The registration is made: the kernel no longer needs our fd of
+        // memory.oom_control (nor of cgroup.event_control); closing them keeps one fd a cgroup.
+        ctl.reset();
+        evc.reset();
+
+        // A cgroup under OOM right now signals at registration. What happened before the
+        // watcher existed is not an event: drain it, then read the baseline.
+        std::uint64_t drained = 0;
+        while (::read(efd.get(), &drained, sizeof drained) < 0 && errno == EINTR) {}
+
+        struct stat st{};
+        if (auto ec = stat_path(dir_, st)) return ec;
+        ino_ = st.st_ino;
+        memory_counters c;
+        if (auto ec = read_counters(c)) return ec;
+        baseline = c;
+        last_ = c;
+
+        error_code ec;
+        efd_.assign(efd.get(), ec);
+        if (ec) return ec;
+        efd.release();
+        std::lock_guard lk(m_);
+        read_next();
+        return {};
+    }
+
+    void stop() noexcept override {
+        std::lock_guard lk(m_);
+        stopped_ = true;
+        error_code ignored;
+        // Closing the eventfd also unregisters it: the kernel sees POLLHUP and drops the event.
+        efd_.close(ignored);
+        settle_.cancel();
+    }
+
+private:
+    // With m_ held.
+    void read_next() {
+        asio::async_read(efd_, asio::buffer(&value_, sizeof value_),
+                         [self = shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
+    }
+
+    void on_read(error_code ec) {
+        std::lock_guard lk(m_);
+        if (stopped_) return;  // stopped: operation_aborted, or the close raced with completion
+        if (ec) {
+            // An eventfd read fails only if something is badly wrong; say so and stop
+            // rather than spin.
+            OOMWATCH_LOG(error) << dir_.string() << ": reading the OOM eventfd failed: " << ec.message();
+            stopped_ = true;
+            return;
+        }
+        std::uint64_t signals = value_;
+        std::uint64_t kills_before = last_.oom_kill;
+        if (!reread(signals)) return;
+        // The kernel signals before it picks and kills a victim, so oom_kill moves a
+        // moment later: look again shortly after, backing off.
+        if (unsettled_ == 0) kills_before_ = kills_before;
+        unsettled_ += signals;
+        settle_step_ = 0;
+        arm_settle();
+        read_next();
+    }
+
+    static constexpr int settle_steps = 7;
+
+    // With m_ held.
+    void arm_settle() {
+        static constexpr std::chrono::milliseconds delays[settle_steps] = {
+            std::chrono::milliseconds(1),   std::chrono::milliseconds(3),   std::chrono::milliseconds(10),
+            std::chrono::milliseconds(30),  std::chrono::milliseconds(100), std::chrono::milliseconds(300),
+            std::chrono::milliseconds(1000)};
+        settle_.expires_after(delays[settle_step_]);
+        settle_.async_wait([self = shared_from_this()](error_code ec) { self->on_settle(ec); });
+    }
+
+    void on_settle(error_code ec) {
+        std::lock_guard lk(m_);
+        if (stopped_ || ec) return;
+        if (!reread(0)) return;
+        // Done once every notification has its kill and the OOM is over; an OOM that
+        // kills nobody (oom_kill_disable, memory freed) just runs the schedule out.
+        bool settled = last_.oom_kill - kills_before_ >= unsettled_ && !last_.under_oom;
+        if (settled || ++settle_step_ == settle_steps) {
+            settle_step_ = settle_steps;
+            unsettled_ = 0;
+            return;
+        }
+        arm_settle();
+    }
+
+    // Re-reads the counters and publishes `signals` OOMs and the oom_kill growth.
+    // False when the cgroup turned out to be removed (the watch is over).
+    bool reread(std::uint64_t signals) {
+        auto sink = sink_.lock();
+        if (!sink) return false;
+        // Removal signals once too; the directory is gone by then.
+        if (check_alive() == liveness::gone) {
+            finish_removed(*sink, signals > 0 ? signals - 1 : 0);
+            return false;
+        }
+        memory_counters c;
+        if (auto rec = read_counters(c)) {
+            if (check_alive() == liveness::gone) {
+                finish_removed(*sink, signals > 0 ? signals - 1 : 0);
+                return false;
+            }
+            // Still there but unreadable: report the signals now; the kills show up in
+            // the delta of the next successful read, since the baseline stays put.
+            OOMWATCH_LOG(warning) << oom_control_.string() << ": cannot read: " << rec.message();
+            c = last_;
+        }
+        ooms_ += signals;
+        c.oom = ooms_;
+        counter_delta d = compute_delta(last_, c, kind_set::all());
+        if (d.went_backwards) {
+            OOMWATCH_LOG(warning) << oom_control_.string() << ": oom_kill went down from " << last_.oom_kill << " to "
+                                  << c.oom_kill << "; taking it as the new baseline";
+            d = counter_delta{};
+            d.by_kind[static_cast<std::size_t>(event_kind::oom)] = signals;
+            kills_before_ = c.oom_kill;
+        }
+        last_ = c;
+        if (!d.empty())
+            OOMWATCH_LOG(debug) << dir_.string() << ": " << signals << " OOM notification(s), oom_kill "
+                                << c.oom_kill;
+        sink->publish(d, c);
+        return true;
+    }
+
+    void finish_removed(watcher_state& sink, std::uint64_t ooms) {
+        if (ooms > 0) {
+            memory_counters c = last_;
+            ooms_ += ooms;
+            c.oom = ooms_;
+            counter_delta d;
+            d.by_kind[static_cast<std::size_t>(event_kind::oom)] = ooms;
+            last_ = c;
+            sink.publish(d, c);
+        }
+        OOMWATCH_LOG(info) << dir_.string() << ": cgroup removed";
+        sink.publish_removed();
+        stopped_ = true;
+        error_code ignored;
+        efd_.close(ignored);
+        settle_.cancel();
+    }
+
+    liveness check_alive() const {
+        struct stat st{};
+        error_code ec = stat_path(dir_, st);
+        if (!ec) return st.st_ino == ino_ ? liveness::alive : liveness::gone;  // replaced by a namesake
+        if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device)
+            return liveness::gone;
+        OOMWATCH_LOG(warning) << dir_.string() << ": cannot check whether the cgroup exists: " << ec.message();
+        return liveness::unknown;
+    }
+
+    error_code read_counters(memory_counters& c) const {
+        std::string text;
+        if (auto ec = read_file(oom_control_, text)) return ec;
+        auto oc = parse_oom_control(text);
+        if (!oc) return oc.error();
+        c = memory_counters{};
+        c.oom_kill = oc->oom_kill.value_or(0);
+        c.under_oom = oc->under_oom;
+        c.oom = ooms_;
+        return {};
+    }
+
+    const std::filesystem::path dir_;
+    const std::filesystem::path oom_control_;
+    std::mutex m_;  // the descriptor and the counters; completion handlers may run on any thread
+    asio::posix::stream_descriptor efd_;
+    asio::steady_timer settle_;  // re-reads after a notification, until the kills show
+    std::weak_ptr<watcher_state> sink_;
+    std::uint64_t value_ = 0;
+    std::uint64_t ooms_ = 0;  // v1 keeps no OOM counter: ours, since the watch started
+    memory_counters last_;
+    ino_t ino_ = 0;
+    int settle_step_ = settle_steps;  // settle_steps: not settling
+    std::uint64_t unsettled_ = 0;     // notifications whose kills may still come
+    std::uint64_t kills_before_ = 0;  // oom_kill before them
+    bool stopped_ = false;
+};
+
+} // namespace
+
+std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
+                                       const std::shared_ptr<watcher_state>& sink, error_code& ec) {
+    auto w = std::make_shared<v1_watch>(ex, dir, sink);
+    memory_counters baseline;
+    ec = w->start(baseline);
+    if (ec) return nullptr;
+    sink->set_baseline(baseline);
+    return w;
+}
+
+} // namespace oomwatch::detail

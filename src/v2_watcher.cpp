@@ -1,0 +1,155 @@
+// cgroup v2 watcher.
+//
+// inotify says only "memory.events changed": identical unread events merge and the
+// kernel rate-limits them, so they are never counted. Every notification re-reads the
+// file and reports the per-kind growth since the last read.
+#include "v2_watcher.hpp"
+
+#include "inotify_service.hpp"
+#include "logger.hpp"
+#include "sys.hpp"
+
+#include <oomwatch/error.hpp>
+#include <oomwatch/parse.hpp>
+
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
+
+#include <sys/stat.h>
+
+#include <mutex>
+#include <string>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace oomwatch::detail {
+namespace {
+
+class v2_watch final : public source, public inotify_client, public std::enable_shared_from_this<v2_watch> {
+public:
+    v2_watch(inotify_service& svc, std::filesystem::path dir, const watch_options& opts, std::weak_ptr<watcher_state> sink)
+        : svc_(svc),
+          dir_(std::move(dir)),
+          file_(dir_ / (opts.counters == watch_options::scope::local ? "memory.events.local" : "memory.events")),
+          sink_(std::move(sink)) {}
+
+    error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
+        struct stat st{};
+        if (auto ec = stat_path(dir_, st)) return ec;
+        ino_ = st.st_ino;
+        // Arm first, then read the baseline: a change in between is in the baseline (it
+        // happened before the watcher existed), a change after it is a notification.
+        if (auto ec = svc_.add(ex, file_, dir_, weak_from_this(), liveness, reg_)) return ec;
+        std::lock_guard lk(m_);
+        registered_ = true;
+        memory_counters c;
+        if (auto ec = read_counters(c)) {
+            unregister();
+            return ec;
+        }
+        last_ = c;
+        baseline = c;
+        ready_ = true;
+        return {};
+    }
+
+    void stop() noexcept override {
+        std::lock_guard lk(m_);
+        done_ = true;
+        unregister();
+    }
+
+    void on_counters_changed() override {
+        std::lock_guard lk(m_);
+        if (done_ || !ready_) return;
+        auto sink = sink_.lock();
+        if (!sink) return;
+        memory_counters c;
+        if (auto ec = read_counters(c)) {
+            if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device) {
+                if (gone()) finish_removed(*sink);
+                return;
+            }
+            // A fake file caught mid-write reads empty or partial (real cgroup files are
+            // read atomically); its own notification follows, so this is no change.
+            OOMWATCH_LOG(debug) << file_.string() << ": ignoring unreadable counters: " << ec.message();
+            return;
+        }
+        counter_delta d = compute_delta(last_, c, kind_set::all());
+        if (d.went_backwards) {
+            OOMWATCH_LOG(warning) << file_.string() << ": counters went down; taking them as the new baseline";
+            d = counter_delta{};
+        }
+        last_ = c;
+        if (!d.empty()) OOMWATCH_LOG(debug) << file_.string() << ": oom " << c.oom << ", oom_kill " << c.oom_kill
+                                            << ", oom_group_kill " << c.oom_group_kill;
+        sink->publish(d, c);
+    }
+
+    void on_maybe_removed() override {
+        std::lock_guard lk(m_);
+        if (done_ || !ready_) return;
+        if (auto sink = sink_.lock(); sink && gone()) finish_removed(*sink);
+    }
+
+private:
+    bool gone() const {
+        struct stat st{};
+        error_code ec = stat_path(dir_, st);
+        if (!ec) return st.st_ino != ino_;  // a namesake made after the removal is not ours
+        if (ec == boost::system::errc::no_such_file_or_directory) return true;
+        OOMWATCH_LOG(warning) << dir_.string() << ": cannot check whether the cgroup exists: " << ec.message();
+        return false;
+    }
+
+    void finish_removed(watcher_state& sink) {
+        OOMWATCH_LOG(info) << dir_.string() << ": cgroup removed";
+        done_ = true;
+        unregister();
+        sink.publish_removed();
+    }
+
+    void unregister() {
+        if (!registered_) return;
+        registered_ = false;
+        svc_.remove(reg_);
+    }
+
+    error_code read_counters(memory_counters& c) const {
+        std::string text;
+        if (auto ec = read_file(file_, text)) return ec;
+        auto r = parse_memory_events(text);
+        if (!r) return r.error();
+        c = std::move(*r);
+        return {};
+    }
+
+    inotify_service& svc_;
+    const std::filesystem::path dir_;
+    const std::filesystem::path file_;
+    std::weak_ptr<watcher_state> sink_;
+    std::mutex m_;  // called from the service's strand and from the owner's thread
+    inotify_service::registration reg_;
+    memory_counters last_;
+    ino_t ino_ = 0;
+    bool registered_ = false;
+    bool ready_ = false;
+    bool done_ = false;
+};
+
+} // namespace
+
+std::shared_ptr<source> start_v2_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
+                                       const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
+                                       error_code& ec) {
+    auto& svc = asio::use_service<inotify_service>(asio::query(ex, asio::execution::context));
+    auto w = std::make_shared<v2_watch>(svc, dir, opts, sink);
+    memory_counters baseline;
+    ec = w->start(ex, opts.liveness_interval, baseline);
+    if (ec) return nullptr;
+    sink->set_baseline(baseline);
+    return w;
+}
+
+} // namespace oomwatch::detail

@@ -1,0 +1,155 @@
+// The public watcher: picks the v1 or v2 implementation and forwards to the shared state.
+#include <oomwatch/watcher.hpp>
+
+#include <oomwatch/cgroup.hpp>
+
+#include "logger.hpp"
+#include "v1_watcher.hpp"
+#include "v2_watcher.hpp"
+#include "watcher_state.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace oomwatch {
+
+// ---- subscription -------------------------------------------------------------------
+
+subscription& subscription::operator=(subscription&& other) noexcept {
+    if (this != &other) {
+        reset();
+        sub_ = std::move(other.sub_);
+    }
+    return *this;
+}
+
+subscription::~subscription() { reset(); }
+
+void subscription::reset() noexcept {
+    if (sub_) {
+        sub_->deactivate();
+        sub_.reset();
+    }
+}
+
+bool subscription::active() const noexcept { return sub_ && sub_->active(); }
+
+// ---- watcher ------------------------------------------------------------------------
+
+namespace {
+
+const std::filesystem::path empty_path;
+
+std::filesystem::path normalized(const std::filesystem::path& p) {
+    auto n = p.lexically_normal();
+    if (!n.has_filename() && n.has_parent_path() && n != n.root_path()) n = n.parent_path();  // "a/b/" -> "a/b"
+    return n;
+}
+
+} // namespace
+
+watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, const watch_options& opts)
+    : ex_(ex) {
+    error_code ec;
+    auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
+                                  : resolve_cgroup(cgroup);
+    if (!loc) throw cgroup_error(loc.error(), cgroup);
+    open(loc->directory, loc->version, opts, ec);
+    throw_if(ec, loc->directory);
+}
+
+watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, const watch_options& opts,
+                 error_code& ec)
+    : ex_(ex) {
+    ec = {};
+    auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
+                                  : resolve_cgroup(cgroup);
+    if (!loc) {
+        ec = loc.error();
+        OOMWATCH_LOG(debug) << cgroup.string() << ": cannot watch: " << ec.message();
+        return;
+    }
+    open(loc->directory, loc->version, opts, ec);
+}
+
+watcher::watcher(const executor_type& ex, process p, const watch_options& opts) : ex_(ex) {
+    auto loc = memory_cgroup_of(p.pid);
+    if (!loc) throw cgroup_error(loc.error(), "/proc/" + std::to_string(p.pid) + "/cgroup");
+    error_code ec;
+    open(loc->directory, loc->version, opts, ec);
+    throw_if(ec, loc->directory);
+}
+
+watcher::watcher(const executor_type& ex, process p, const watch_options& opts, error_code& ec) : ex_(ex) {
+    ec = {};
+    auto loc = memory_cgroup_of(p.pid);
+    if (!loc) {
+        ec = loc.error();
+        return;
+    }
+    open(loc->directory, loc->version, opts, ec);
+}
+
+void watcher::open(const std::filesystem::path& dir, cgroup_version v, const watch_options& opts, error_code& ec) {
+    auto st = std::make_shared<detail::watcher_state>(ex_, dir, v, opts.kinds);
+    auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, dir, st, ec)
+                                       : detail::start_v2_watch(ex_, dir, opts, st, ec);
+    if (ec) {
+        OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: " << ec.message();
+        return;
+    }
+    st->attach(std::move(src));
+    state_ = std::move(st);
+    OOMWATCH_LOG(trace) << dir.string() << ": watching (cgroup v" << static_cast<int>(v) << ")";
+}
+
+watcher::watcher(watcher&& other) noexcept : ex_(other.ex_), state_(std::move(other.state_)) {}
+
+watcher& watcher::operator=(watcher&& other) noexcept {
+    if (this != &other) {
+        close();
+        ex_ = other.ex_;
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
+watcher::~watcher() { close(); }
+
+bool watcher::is_open() const noexcept { return state_ && !state_->closed(); }
+
+const std::filesystem::path& watcher::cgroup() const noexcept { return state_ ? state_->cgroup() : empty_path; }
+
+cgroup_version watcher::version() const noexcept { return state_ ? state_->version() : cgroup_version::v1; }
+
+memory_counters watcher::counters() const { return state_ ? state_->counters() : memory_counters{}; }
+
+void watcher::async_next_event_impl(event_handler handler) {
+    if (!state_) {
+        asio::post(ex_, asio::append(std::move(handler), error_code(error::watcher_closed), oom_event{}));
+        return;
+    }
+    state_->async_next(std::move(handler));
+}
+
+asio::awaitable<oom_event> watcher::next_event() { co_return co_await async_next_event(asio::use_awaitable); }
+
+subscription watcher::subscribe_impl(executor_type ex, subscriber_fn fn) {
+    if (!state_) return subscription{};
+    return subscription(state_->subscribe(std::move(ex), std::move(fn)));
+}
+
+void watcher::cancel() {
+    if (state_) state_->cancel_wait();
+}
+
+void watcher::close() {
+    if (state_) state_->close();
+}
+
+} // namespace oomwatch

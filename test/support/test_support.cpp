@@ -1,0 +1,72 @@
+#include "test_support.hpp"
+
+#include <boost/log/expressions.hpp>
+#include <boost/log/utility/setup/console.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <system_error>
+
+namespace oomwatch::test {
+
+namespace {
+std::filesystem::path tmpfs_base() {
+    // Fake cgroups belong on tmpfs (the kernel facts describe its inotify behaviour).
+    if (std::filesystem::is_directory("/dev/shm")) return "/dev/shm";
+    return std::filesystem::temp_directory_path();
+}
+} // namespace
+
+log_to_stderr::log_to_stderr() {
+    namespace logging = boost::log;
+    const char* e = std::getenv("OOMWATCH_TEST_LOG");
+    auto min = e && std::string_view(e) == "debug" ? log_severity::debug : log_severity::warning;
+    namespace expr = logging::expressions;
+    logging::add_console_log(
+        std::clog,
+        logging::keywords::format = expr::stream << "oomwatch[" << expr::attr<log_severity>("Severity")
+                                                 << "]: " << expr::smessage,
+        logging::keywords::filter = expr::attr<log_severity>("Severity") >= min);
+}
+
+fake_v2_tree::fake_v2_tree() {
+    static std::atomic<int> n{0};
+    root_ = tmpfs_base() / ("oomwatch-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    parent_ = root_ / "parent";
+    std::filesystem::create_directories(parent_);
+}
+
+fake_v2_tree::~fake_v2_tree() {
+    std::error_code ec;
+    std::filesystem::remove_all(root_, ec);
+}
+
+std::filesystem::path fake_v2_tree::make_cgroup(const std::string& name, const memory_counters& c) {
+    auto dir = parent_ / name;
+    std::filesystem::create_directory(dir);
+    write_events(dir, c);
+    write_events(dir, c, "memory.events.local");
+    return dir;
+}
+
+void fake_v2_tree::write_events(const std::filesystem::path& cg, const memory_counters& c, const char* file) {
+    std::string text = "low " + std::to_string(c.low) + "\nhigh " + std::to_string(c.high) + "\nmax " +
+                       std::to_string(c.max) + "\noom " + std::to_string(c.oom) + "\noom_kill " +
+                       std::to_string(c.oom_kill) + "\noom_group_kill " + std::to_string(c.oom_group_kill) + "\n";
+    auto p = cg / file;
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), p.string());
+    auto w = ::write(fd, text.data(), text.size());
+    ::close(fd);
+    if (w != static_cast<ssize_t>(text.size())) throw std::runtime_error("short write to " + p.string());
+}
+
+void fake_v2_tree::remove_cgroup(const std::filesystem::path& cg) {
+    for (auto& e : std::filesystem::directory_iterator(cg)) std::filesystem::remove(e.path());
+    std::filesystem::remove(cg);
+}
+
+} // namespace oomwatch::test

@@ -1,0 +1,136 @@
+// Shared test helpers: bounded waits on an io_context, fake cgroup folders, fd counts,
+// and the rule that real-kernel tests may skip only when OOMWATCH_REQUIRE_KERNEL is unset.
+#pragma once
+
+#include <oomwatch/oomwatch.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace oomwatch::test {
+
+using namespace std::chrono_literals;
+
+/// OOMWATCH_REQUIRE_KERNEL=1 (set by .ci/run) turns every "cannot run here" into a failure.
+inline bool kernel_required() {
+    const char* e = std::getenv("OOMWATCH_REQUIRE_KERNEL");
+    return e && std::string_view(e) == "1";
+}
+
+/// Why real-kernel tests cannot run here, or empty when they can.
+inline std::string kernel_unavailable_reason() {
+    if (::geteuid() != 0) return "not running as root";
+    auto h = find_memory_hierarchy();
+    if (!h) return "no memory cgroup hierarchy is mounted (" + h.error().message() + ")";
+    return {};
+}
+
+/// A Boost.Test precondition for real-kernel tests: skips (with the reason) when the
+/// kernel facilities are missing, unless they are required, in which case the test runs
+/// and fails on its first step with the reason.
+struct kernel_precondition {
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        auto why = kernel_unavailable_reason();
+        if (why.empty() || kernel_required()) return true;
+        boost::test_tools::assertion_result r(false);
+        r.message() << "skipped: " << why << " (set OOMWATCH_REQUIRE_KERNEL=1 to fail instead)";
+        return r;
+    }
+};
+
+/// Fails the test when the kernel facilities are missing (only reached when required).
+#define OOMWATCH_REQUIRE_KERNEL_READY()                                                          \
+    do {                                                                                         \
+        auto why_ = ::oomwatch::test::kernel_unavailable_reason();                               \
+        BOOST_TEST_REQUIRE(why_.empty(), "real-kernel test cannot run: " << why_);               \
+    } while (0)
+
+/// Runs `ctx` until `done()` holds or `timeout` passes; true when `done()` held.
+/// Event-driven: it returns as soon as the handlers that make `done()` true have run.
+inline bool run_until(boost::asio::io_context& ctx, const std::function<bool()>& done,
+                      std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        if (ctx.stopped()) ctx.restart();
+        ctx.run_one_for(20ms);
+    }
+    return true;
+}
+
+/// Runs `ctx` only on what is ready now (no waiting).
+inline void run_ready(boost::asio::io_context& ctx) {
+    ctx.restart();
+    ctx.poll();
+}
+
+/// Open descriptors of this process.
+inline std::size_t open_fd_count() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+}
+
+/// A fake cgroup v2 tree on tmpfs: <root>/parent/<name>/memory.events. Removed on
+/// destruction, even when the test fails.
+class fake_v2_tree {
+public:
+    fake_v2_tree();
+    ~fake_v2_tree();
+    fake_v2_tree(const fake_v2_tree&) = delete;
+    fake_v2_tree& operator=(const fake_v2_tree&) = delete;
+
+    const std::filesystem::path& parent() const { return parent_; }
+    /// Creates a fake cgroup with all counters 0 and returns its directory.
+    std::filesystem::path make_cgroup(const std::string& name, const memory_counters& c = {});
+    /// Rewrites memory.events in place (O_TRUNC, like an editor would; never a rename,
+    /// which would replace the inode under the watch).
+    static void write_events(const std::filesystem::path& cg, const memory_counters& c,
+                             const char* file = "memory.events");
+    /// Deletes the files and the directory, like rmdir of a real cgroup.
+    static void remove_cgroup(const std::filesystem::path& cg);
+
+private:
+    std::filesystem::path root_;
+    std::filesystem::path parent_;
+};
+
+/// Options for watching a fake v2 cgroup.
+inline watch_options fake_v2_options(kind_set kinds = kind_set::defaults()) {
+    watch_options o;
+    o.force_version = cgroup_version::v2;
+    o.kinds = kinds;
+    o.liveness_interval = std::chrono::hours(1);  // prove removal comes from the parent watch
+    return o;
+}
+
+/// Global fixture: a Boost.Log sink on stderr for the library's records, warning and
+/// up (debug and up with OOMWATCH_TEST_LOG=debug).
+struct log_to_stderr {
+    log_to_stderr();
+};
+
+/// Sum of `count` per kind over a list of events.
+struct tally {
+    std::uint64_t by_kind[event_kind_count] = {};
+    std::size_t events = 0;
+    void add(const oom_event& ev) {
+        by_kind[static_cast<std::size_t>(ev.kind)] += ev.count;
+        ++events;
+    }
+    std::uint64_t operator[](event_kind k) const { return by_kind[static_cast<std::size_t>(k)]; }
+};
+
+} // namespace oomwatch::test
