@@ -5,6 +5,7 @@
 #include "sys.hpp"
 
 #include <cerrno>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
