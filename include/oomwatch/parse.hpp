@@ -6,11 +6,15 @@
 // `error::malformed_proc_file`.
 #pragma once
 
+#include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
 
 #include <boost/system/result.hpp>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>

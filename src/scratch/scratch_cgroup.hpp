@@ -87,7 +87,7 @@ public:
     int pidfd() const noexcept { return pidfd_; }
 
     /// Waits (blocking, at most `timeout`) for the child to exit and reaps it.
-    /// Returns the raw wait status, or `timed_out`.
+    /// Returns the raw wait status, or `timed_out`; once reaped, `no_child_process`.
     result<int> wait(std::chrono::milliseconds timeout);
     /// True when a wait status is "killed by SIGKILL".
     static bool killed_by_sigkill(int status) noexcept;
