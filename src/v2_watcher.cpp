@@ -71,9 +71,15 @@ public:
                 if (gone()) finish_removed(*sink);
                 return;
             }
-            // A fake file caught mid-write reads empty or partial (real cgroup files are
-            // read atomically); its own notification follows, so this is no change.
-            OOMWATCH_LOG(debug) << file_.string() << ": ignoring unreadable counters: " << ec.message();
+            if (ec == error::malformed_counters) {
+                // A fake file caught mid-write reads empty or partial (real cgroup files
+                // are read atomically); its own notification follows, so this is no change.
+                OOMWATCH_LOG(debug) << file_.string() << ": ignoring unparsable counters";
+            } else {
+                // Nothing is lost: the baseline stays put, so the next read that works
+                // reports everything since.
+                OOMWATCH_LOG(warning) << file_.string() << ": cannot read: " << ec.message();
+            }
             return;
         }
         counter_delta d = compute_delta(last_, c, kind_set::all());

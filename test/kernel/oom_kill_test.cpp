@@ -51,25 +51,6 @@ struct kernel_fixture {
     std::optional<scratch::scratch_cgroup> cg;
 };
 
-struct event_log {
-    explicit event_log(watcher& wt) : w(wt) {}
-    watcher& w;
-    tally t;
-    std::vector<oom_event> events;
-    error_code last_error;
-    void arm() {
-        w.async_next_event([this](error_code ec, oom_event ev) {
-            if (ec) {
-                last_error = ec;
-                return;
-            }
-            t.add(ev);
-            events.push_back(ev);
-            if (ev.kind != event_kind::removed) arm();
-        });
-    }
-};
-
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(real_kernel, *boost::unit_test::precondition(kernel_precondition{}))

@@ -69,4 +69,16 @@ void fake_v2_tree::remove_cgroup(const std::filesystem::path& cg) {
     std::filesystem::remove(cg);
 }
 
+void event_log::arm() {
+    w_.async_next_event([this](boost::system::error_code ec, oom_event ev) {
+        if (ec) {
+            last_error = ec;
+            return;
+        }
+        t.add(ev);
+        events.push_back(ev);
+        if (ev.kind != event_kind::removed) arm();
+    });
+}
+
 } // namespace oomwatch::test

@@ -133,4 +133,19 @@ struct tally {
     std::uint64_t operator[](event_kind k) const { return by_kind[static_cast<std::size_t>(k)]; }
 };
 
+/// Collects what `async_next_event` delivers, re-arming after each event until
+/// `removed`; an error ends it and is kept in `last_error`.
+class event_log {
+public:
+    explicit event_log(watcher& w) : w_(w) {}
+    void arm();
+
+    tally t;
+    std::vector<oom_event> events;
+    boost::system::error_code last_error;
+
+private:
+    watcher& w_;
+};
+
 } // namespace oomwatch::test

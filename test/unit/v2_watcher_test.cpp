@@ -38,30 +38,6 @@ memory_counters with(std::uint64_t oom, std::uint64_t kill, std::uint64_t group 
     return c;
 }
 
-// Collects what async_next_event delivers, re-arming after each event.
-struct collector {
-    explicit collector(watcher& wt) : w(wt) {}
-    watcher& w;
-    tally t;
-    std::vector<oom_event> events;
-    error_code last_error;
-    bool waiting = false;
-
-    void arm() {
-        waiting = true;
-        w.async_next_event([this](error_code ec, oom_event ev) {
-            waiting = false;
-            if (ec) {
-                last_error = ec;
-                return;
-            }
-            t.add(ev);
-            events.push_back(ev);
-            if (ev.kind != event_kind::removed) arm();
-        });
-    }
-};
-
 struct fixture {
     asio::io_context ctx;
     fake_v2_tree tree;
@@ -76,7 +52,7 @@ BOOST_FIXTURE_TEST_CASE(kills_before_the_watcher_give_no_event, fixture) {
     watcher w(ctx, cg, fake_v2_options());
     BOOST_TEST(w.version() == cgroup_version::v2);
     BOOST_TEST(w.counters().oom_kill == 5u);
-    collector c{w};
+    event_log c(w);
     c.arm();
     // A change of another counter alone gives nothing; the next kill gives exactly one.
     auto k = with(7, 5);
@@ -96,7 +72,7 @@ BOOST_FIXTURE_TEST_CASE(kills_before_the_watcher_give_no_event, fixture) {
 BOOST_FIXTURE_TEST_CASE(a_burst_is_counted_exactly, fixture) {
     auto cg = tree.make_cgroup("a");
     watcher w(ctx, cg, fake_v2_options());
-    collector c{w};
+    event_log c(w);
     c.arm();
     // Many writes before the watcher runs at all: inotify merges them, deltas do not.
     for (std::uint64_t i = 1; i <= 50; ++i) fake_v2_tree::write_events(cg, with(i, i, i / 10));
@@ -113,7 +89,7 @@ BOOST_FIXTURE_TEST_CASE(opted_in_kinds_and_local_counters, fixture) {
     auto o = fake_v2_options(kind_set{event_kind::high, event_kind::max});
     o.counters = watch_options::scope::local;
     watcher w(ctx, cg, o);
-    collector c{w};
+    event_log c(w);
     c.arm();
     memory_counters m;
     m.high = 4;
@@ -130,7 +106,7 @@ BOOST_FIXTURE_TEST_CASE(opted_in_kinds_and_local_counters, fixture) {
 BOOST_FIXTURE_TEST_CASE(removal_is_seen_through_the_parent_directory, fixture) {
     auto cg = tree.make_cgroup("a");
     watcher w(ctx, cg, fake_v2_options());  // liveness timer: 1 hour
-    collector c{w};
+    event_log c(w);
     c.arm();
     fake_v2_tree::write_events(cg, with(1, 1));
     BOOST_TEST_REQUIRE(run_until(ctx, [&] { return c.t[event_kind::oom_kill] == 1; }));
@@ -151,7 +127,7 @@ BOOST_FIXTURE_TEST_CASE(a_namesake_sibling_does_not_end_the_watch, fixture) {
     auto b = tree.make_cgroup("b");
     watcher wa(ctx, a, fake_v2_options());
     watcher wb(ctx, b, fake_v2_options());
-    collector ca{wa}, cb{wb};
+    event_log ca(wa), cb(wb);
     ca.arm();
     cb.arm();
     fake_v2_tree::remove_cgroup(b);
@@ -255,7 +231,7 @@ BOOST_FIXTURE_TEST_CASE(per_operation_cancellation_loses_nothing, fixture) {
     // What happens while nobody waits is kept for the next wait.
     fake_v2_tree::write_events(cg, with(1, 1));
     BOOST_TEST_REQUIRE(run_until(ctx, [&] { return w.counters().oom_kill == 1; }));
-    collector c{w};
+    event_log c(w);
     c.arm();
     BOOST_TEST_REQUIRE(run_until(ctx, [&] { return c.t[event_kind::oom_kill] == 1; }));
     BOOST_TEST(c.t[event_kind::oom] == 1u);
