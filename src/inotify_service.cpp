@@ -32,9 +32,12 @@ inotify_service::~inotify_service() = default;
 void inotify_service::shutdown() {
     std::lock_guard lk(m_);
     shut_down_ = true;
-    // Destroyed here, while the reactor still exists; pending handlers are dropped.
+    // Destroyed here, while the reactor and the strand service still exist (services
+    // are destroyed only after all are shut down, ours possibly after theirs); pending
+    // handlers are dropped.
     timer_.reset();
     fd_.reset();
+    strand_.reset();
     watches_.clear();
     clients_.clear();
 }

@@ -46,7 +46,12 @@ namespace {
 const std::filesystem::path empty_path;
 
 std::filesystem::path normalized(const std::filesystem::path& p) {
-    auto n = p.lexically_normal();
+    // Through symlinks to the real directory: removal is reported in the real parent,
+    // and that is the one to watch. A path that does not exist is left for the lookup
+    // to interpret (or to report).
+    std::error_code ec;
+    auto real = std::filesystem::canonical(p, ec);
+    auto n = ec ? p.lexically_normal() : real;
     if (!n.has_filename() && n.has_parent_path() && n != n.root_path()) n = n.parent_path();  // "a/b/" -> "a/b"
     return n;
 }
@@ -57,7 +62,7 @@ watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, c
     : ex_(ex) {
     error_code ec;
     auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
-                                  : resolve_cgroup(cgroup);
+                                  : resolve_cgroup(normalized(cgroup));
     if (!loc) throw cgroup_error(loc.error(), cgroup);
     open(loc->directory, loc->version, opts, ec);
     throw_if(ec, loc->directory);
@@ -68,7 +73,7 @@ watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, c
     : ex_(ex) {
     ec = {};
     auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
-                                  : resolve_cgroup(cgroup);
+                                  : resolve_cgroup(normalized(cgroup));
     if (!loc) {
         ec = loc.error();
         OOMWATCH_LOG(debug) << cgroup.string() << ": cannot watch: " << ec.message();
