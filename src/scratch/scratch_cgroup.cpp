@@ -214,17 +214,27 @@ result<fs::path> default_parent(cgroup_version& version) {
     }
     auto h = find_memory_hierarchy();
     if (!h) return h.error();
+    version = h->version;
+    if (h->version == cgroup_version::v1) {
+        auto own = memory_cgroup_of(::getpid());
+        if (!own) return own.error();
+        return own->directory;
+    }
+    // v2 "no internal processes": our own cgroup holds processes, so use a sibling,
+    // unless we are in the root, which is exempt. (memory_cgroup_of refuses the root:
+    // it has no memory.events. So read /proc/self/cgroup here.)
+    auto text = read_whole("/proc/self/cgroup");
+    if (!text) return text.error();
+    auto entries = parse_proc_cgroup(*text);
+    if (!entries) return entries.error();
+    auto rel = memory_cgroup_path(*entries, true);
+    if (!rel) return make_error_code(error::no_memory_hierarchy);
+    if (*rel == "/") return h->mount_point;
     auto own = memory_cgroup_of(::getpid());
     if (!own) return own.error();
-    version = own->version;
-    if (own->version == cgroup_version::v1) return own->directory;
-    // v2 "no internal processes": our own cgroup holds processes, so use a sibling,
-    // unless we are in the root, which is exempt.
     auto dir = own->directory.lexically_normal();
-    auto root = h->mount_point.lexically_normal();
     if (!dir.has_filename()) dir = dir.parent_path();
-    if (!root.has_filename()) root = root.parent_path();
-    return dir == root ? dir : dir.parent_path();
+    return dir.parent_path();
 }
 
 // mkdir plus limit; removes the directory again when the limit cannot be set.
