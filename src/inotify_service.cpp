@@ -1,8 +1,10 @@
 #include "inotify_service.hpp"
 
 #include "logger.hpp"
+#include "sys.hpp"
 
 #include <boost/asio/post.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -48,11 +51,27 @@ error_code inotify_service::add(const asio::any_io_executor& ex, const std::file
     std::lock_guard lk(m_);
     if (shut_down_) return asio::error::shut_down;
     if (!fd_) {
-        int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (fd < 0) return {errno, system_category()};
-        strand_.emplace(asio::make_strand(ex));
-        fd_.emplace(*strand_, fd);
-        timer_.emplace(*strand_);
+        unique_fd fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+        if (!fd) return {errno, system_category()};
+        // The first I/O object of a fresh execution context makes Asio's reactor (its
+        // epoll descriptor and interrupter), which throws when out of descriptors:
+        // report it like any other failure, and keep nothing half made.
+        try {
+            strand_.emplace(asio::make_strand(ex));
+            fd_.emplace(*strand_, fd.get());
+            fd.release();
+            timer_.emplace(*strand_);
+        } catch (const boost::system::system_error& e) {
+            timer_.reset();
+            fd_.reset();  // closes the descriptor if it took it
+            strand_.reset();
+            return e.code();
+        } catch (const std::bad_alloc&) {
+            timer_.reset();
+            fd_.reset();
+            strand_.reset();
+            return make_error_code(boost::system::errc::not_enough_memory);
+        }
     }
     const int ifd = fd_->native_handle();
     const bool file_known_before = [&] {

@@ -16,6 +16,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -25,6 +26,7 @@
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <new>
 #include <string>
 
 namespace asio = boost::asio;
@@ -141,6 +143,13 @@ private:
         // Done once every notification has its kill and the OOM is over; an OOM that
         // kills nobody (oom_kill_disable, memory freed) just runs the schedule out.
         bool settled = last_.oom_kill - kills_before_ >= unsettled_ && !last_.under_oom;
+        if (!settled && stale_ && settle_step_ == settle_steps - 1) {
+            // The counters could not be read (out of descriptors, ...): keep trying at
+            // the slowest step until a read works, or the kills would show only at the
+            // next OOM (and never, if the next wake-up is the removal).
+            arm_settle();
+            return;
+        }
         if (settled || ++settle_step_ == settle_steps) {
             settle_step_ = settle_steps;
             unsettled_ = 0;
@@ -169,6 +178,9 @@ private:
             // the delta of the next successful read, since the baseline stays put.
             OOMWATCH_LOG(warning) << oom_control_.string() << ": cannot read: " << rec.message();
             c = last_;
+            stale_ = true;
+        } else {
+            stale_ = false;
         }
         ooms_ += signals;
         c.oom = ooms_;
@@ -241,6 +253,7 @@ private:
     int settle_step_ = settle_steps;  // settle_steps: not settling
     std::uint64_t unsettled_ = 0;     // notifications whose kills may still come
     std::uint64_t kills_before_ = 0;  // oom_kill before them
+    bool stale_ = false;  // the last read of memory.oom_control failed
     bool stopped_ = false;
 };
 
@@ -248,7 +261,18 @@ private:
 
 std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
                                        const std::shared_ptr<watcher_state>& sink, error_code& ec) {
-    auto w = std::make_shared<v1_watch>(ex, dir, sink);
+    std::shared_ptr<v1_watch> w;
+    try {
+        // Its descriptor and timer may be the first I/O objects of a fresh execution
+        // context: making Asio's reactor throws when out of descriptors.
+        w = std::make_shared<v1_watch>(ex, dir, sink);
+    } catch (const boost::system::system_error& e) {
+        ec = e.code();
+        return nullptr;
+    } catch (const std::bad_alloc&) {
+        ec = make_error_code(boost::system::errc::not_enough_memory);
+        return nullptr;
+    }
     memory_counters baseline;
     ec = w->start(baseline);
     if (ec) return nullptr;

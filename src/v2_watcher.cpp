@@ -17,6 +17,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <mutex>
 #include <string>
 
@@ -63,12 +64,27 @@ public:
     void on_counters_changed() override {
         std::lock_guard lk(m_);
         if (done_ || !ready_) return;
+        if (auto sink = sink_.lock()) reread(*sink);
+    }
+
+    void on_maybe_removed() override {
+        std::lock_guard lk(m_);
+        if (done_ || !ready_) return;
         auto sink = sink_.lock();
         if (!sink) return;
+        if (gone())
+            finish_removed(*sink);
+        else if (stale_)
+            reread(*sink);  // the last read failed: the safety net retries it
+    }
+
+private:
+    // With m_ held.
+    void reread(watcher_state& sink) {
         memory_counters c;
         if (auto ec = read_counters(c)) {
             if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device) {
-                if (gone()) finish_removed(*sink);
+                if (gone()) finish_removed(sink);
                 return;
             }
             if (ec == error::malformed_counters) {
@@ -77,9 +93,17 @@ public:
                 OOMWATCH_LOG(debug) << file_.string() << ": ignoring unparsable counters";
             } else {
                 // Nothing is lost: the baseline stays put, so the next read that works
-                // reports everything since.
+                // reports everything since; the liveness timer retries it.
                 OOMWATCH_LOG(warning) << file_.string() << ": cannot read: " << ec.message();
+                stale_ = true;
             }
+            return;
+        }
+        stale_ = false;
+        // The file read may be a namesake's, made after ours was removed: its counters
+        // are not ours.
+        if (gone()) {
+            finish_removed(sink);
             return;
         }
         counter_delta d = compute_delta(last_, c, kind_set::all());
@@ -90,16 +114,9 @@ public:
         last_ = c;
         if (!d.empty()) OOMWATCH_LOG(debug) << file_.string() << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
-        sink->publish(d, c);
+        sink.publish(d, c);
     }
 
-    void on_maybe_removed() override {
-        std::lock_guard lk(m_);
-        if (done_ || !ready_) return;
-        if (auto sink = sink_.lock(); sink && gone()) finish_removed(*sink);
-    }
-
-private:
     bool gone() const {
         struct stat st{};
         error_code ec = stat_path(dir_, st);
@@ -122,12 +139,18 @@ private:
         svc_.remove(reg_);
     }
 
-    error_code read_counters(memory_counters& c) const {
+    error_code read_counters(memory_counters& c) {
         std::string text;
         if (auto ec = read_file(file_, text)) return ec;
+        // The kernel writes the whole file, newline-terminated, and never drops a key:
+        // anything shorter is torn (cut inside a number, or at a line end with keys
+        // missing, which would read as 0) and would look like counters going down.
+        const auto lines = static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+        if (text.empty() || text.back() != '\n' || lines < lines_) return make_error_code(error::malformed_counters);
         auto r = parse_memory_events(text);
         if (!r) return r.error();
         c = std::move(*r);
+        lines_ = lines;
         return {};
     }
 
@@ -139,6 +162,8 @@ private:
     inotify_service::registration reg_;
     memory_counters last_;
     ino_t ino_ = 0;
+    std::size_t lines_ = 0;  // lines of the last good read
+    bool stale_ = false;     // the last read failed (not for a torn file): retry it
     bool registered_ = false;
     bool ready_ = false;
     bool done_ = false;
