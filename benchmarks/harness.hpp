@@ -1,0 +1,127 @@
+// The benchmark sections, their sizes, and the sinks (the "user code") they measure with.
+#pragma once
+
+#include "bench_util.hpp"
+#include "contenders.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace oomwatch::scratch {
+class scratch_cgroup;
+}
+
+namespace bench {
+
+namespace json = boost::json;
+
+enum class size_mode { smoke, quick, full };
+
+struct sizes {
+    size_mode mode = size_mode::quick;
+    std::string name;
+    // latency
+    std::size_t lat_watched = 100;
+    std::size_t lat_samples = 2000;  // per contender
+    std::int64_t lat_gap_us = 200;   // pause between samples
+    std::size_t v1_kills = 8;        // per contender
+    // scale
+    std::vector<std::size_t> scale_v2{100, 1000, 10000};
+    std::vector<std::size_t> scale_v1{100, 1000};
+    double idle_seconds = 3;
+    std::size_t scale_v1_kills = 4;
+    // throughput
+    double tp_seconds = 1;           // per run, in slices: the runs take turns
+    std::size_t tp_slices = 5;
+    std::vector<unsigned> tp_subscribers{1, 4, 16};
+    std::vector<unsigned> tp_threads{1, 2};
+    // parsers
+    double parser_min_time = 0.2;
+};
+sizes sizes_for(size_mode m);
+
+/// What the sections need from the run.
+struct run_context {
+    sizes sz;
+    std::filesystem::path tmp_root;              // a private directory on tmpfs
+    oomwatch::scratch::scratch_cgroup* v1_root = nullptr;  // null: no v1 parts
+    std::string v1_skip_reason;
+    bool root = false;
+    std::filesystem::path self_exe;
+    /// Correctness failures (exact counts); any one fails the run.
+    std::vector<std::string> failures;
+    void fail(std::string what);
+};
+
+/// Counts what each subscriber got, per cgroup; remembers when the first `oom` and
+/// `oom_kill` of a cgroup arrived (reset per sample).
+class tally_sink final : public sink {
+public:
+    struct cell {
+        std::atomic<std::uint64_t> oom{0}, oom_kill{0}, oom_group_kill{0}, events{0}, removed{0}, last_seen{0};
+        std::atomic<std::int64_t> first_oom_ns{0}, first_kill_ns{0};
+    };
+    tally_sink(unsigned subscribers, std::size_t cgroups);
+    void on_event(unsigned sub, std::size_t cg, event_kind k, std::uint64_t count, std::uint64_t seen) noexcept override;
+    cell& at(unsigned sub, std::size_t cg) { return cells_[sub * n_ + cg]; }
+    void reset_first(std::size_t cg);
+    unsigned subscribers() const { return subs_; }
+    std::size_t cgroups() const { return n_; }
+
+private:
+    unsigned subs_;
+    std::size_t n_;
+    std::unique_ptr<cell[]> cells_;
+};
+
+/// The v2 latency sink: waits for the oom_kill event of one cgroup with one value.
+class latency_sink final : public sink {
+public:
+    void expect(std::size_t cg, std::uint64_t value);
+    void on_event(unsigned sub, std::size_t cg, event_kind k, std::uint64_t count, std::uint64_t seen) noexcept override;
+    /// The time user code got the expected event, or empty after `timeout_ns`.
+    std::optional<std::int64_t> wait(std::int64_t timeout_ns);
+    std::uint64_t unexpected() const { return unexpected_.load(); }
+    std::uint64_t coalesced() const { return coalesced_.load(); }
+
+private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::size_t cg_ = ~std::size_t{0};
+    std::uint64_t value_ = 0;
+    std::optional<std::int64_t> got_;
+    std::atomic<std::uint64_t> unexpected_{0}, coalesced_{0};
+};
+
+// ---- sections (each returns its results as JSON) ----------------------------------
+
+json::object run_latency_v2(run_context& rc);
+json::object run_latency_v1(run_context& rc);
+json::object run_throughput(run_context& rc);
+json::object run_scale(run_context& rc);
+json::object run_parsers(run_context& rc);
+
+/// `oomwatch_bench --worker scale ...`: one scale measurement in a fresh process.
+int scale_worker_main(int argc, char** argv);
+
+/// Prints the tables (ratios first) from the results.
+void print_report(const json::object& results, std::ostream& out);
+/// Evaluates the targets from the results.
+json::array evaluate_targets(const json::object& results);
+
+// JSON helpers
+double num(const json::value* v, double dflt = 0);
+const json::value* path_of(const json::object& o, std::initializer_list<std::string_view> keys);
+
+} // namespace bench
