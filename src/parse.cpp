@@ -2,9 +2,11 @@
 
 #include <oomwatch/error.hpp>
 
+#include <boost/container/small_vector.hpp>
+
+#include <algorithm>
 #include <charconv>
 #include <system_error>
-#include <unordered_set>
 
 namespace oomwatch {
 
@@ -74,7 +76,9 @@ std::size_t split_fields(std::string_view line, std::string_view& key, std::stri
 // False on any malformed line, a repeated key, or no pair at all.
 template <class F>
 bool parse_flat_keyed(std::string_view text, F&& on_pair) {
-    std::unordered_set<std::string_view> seen;
+    // Real files have a handful of keys: a linear search in a small inline buffer costs
+    // no allocation on the hot path (every notification parses one of these).
+    boost::container::small_vector<std::string_view, 16> seen;
     bool any = false;
     line_reader lines(text);
     std::string_view line;
@@ -86,7 +90,8 @@ bool parse_flat_keyed(std::string_view text, F&& on_pair) {
         if (n != 2 || !valid_key(key)) return false;
         std::uint64_t v = 0;
         if (!parse_decimal(value, v)) return false;
-        if (!seen.insert(key).second) return false;
+        if (std::find(seen.begin(), seen.end(), key) != seen.end()) return false;
+        seen.push_back(key);
         on_pair(key, v);
         any = true;
     }

@@ -15,11 +15,6 @@ boost::system::error_code errno_code(int e) noexcept {
     return {e, boost::system::system_category()};
 }
 
-// c_str() would silently cut such a path short and name another file.
-bool has_nul(const std::filesystem::path& p) noexcept {
-    return p.native().find('\0') != std::string::npos;
-}
-
 constexpr std::size_t max_file_size = std::size_t{64} << 20;  // guards against endless files such as /dev/zero
 
 } // namespace
@@ -32,28 +27,21 @@ void unique_fd::reset(int fd) noexcept {
     fd_ = fd;
 }
 
-boost::system::error_code read_file(const std::filesystem::path& path, std::string& out) {
+boost::system::error_code read_file(const std::string& path, std::string& out) {
     out.clear();
-    if (has_nul(path)) return errno_code(EINVAL);
+    if (path.find('\0') != std::string::npos) return errno_code(EINVAL);
     unique_fd fd;
     do {
         fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     } while (!fd && errno == EINTR);
     if (!fd) return errno_code(errno);
 
+    // Read through a stack buffer and append: no zero-filling, and a caller that reuses
+    // `out` (its capacity survives clear()) allocates nothing for small files.
+    char buf[4096];
     try {
-        std::size_t size = 0;
-        std::size_t chunk = 4096;
         for (;;) {
-            if (size == out.size()) {
-                if (size >= max_file_size) {
-                    out.clear();
-                    return errno_code(EFBIG);
-                }
-                out.resize(size + chunk);
-                if (chunk < (std::size_t{1} << 20)) chunk *= 2;
-            }
-            ssize_t n = ::read(fd.get(), out.data() + size, out.size() - size);
+            ssize_t n = ::read(fd.get(), buf, sizeof buf);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 int e = errno;
@@ -61,9 +49,12 @@ boost::system::error_code read_file(const std::filesystem::path& path, std::stri
                 return errno_code(e);
             }
             if (n == 0) break;
-            size += static_cast<std::size_t>(n);
+            if (out.size() + static_cast<std::size_t>(n) > max_file_size) {
+                out.clear();
+                return errno_code(EFBIG);
+            }
+            out.append(buf, static_cast<std::size_t>(n));
         }
-        out.resize(size);
     } catch (const std::bad_alloc&) {
         out.clear();
         return errno_code(ENOMEM);
@@ -74,10 +65,18 @@ boost::system::error_code read_file(const std::filesystem::path& path, std::stri
     return {};
 }
 
-boost::system::error_code stat_path(const std::filesystem::path& path, struct stat& st) {
-    if (has_nul(path)) return errno_code(EINVAL);
+boost::system::error_code read_file(const std::filesystem::path& path, std::string& out) {
+    return read_file(path.native(), out);
+}
+
+boost::system::error_code stat_path(const std::string& path, struct stat& st) {
+    if (path.find('\0') != std::string::npos) return errno_code(EINVAL);
     if (::stat(path.c_str(), &st) != 0) return errno_code(errno);
     return {};
+}
+
+boost::system::error_code stat_path(const std::filesystem::path& path, struct stat& st) {
+    return stat_path(path.native(), st);
 }
 
 } // namespace oomwatch::detail

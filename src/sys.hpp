@@ -43,8 +43,12 @@ private:
 /// read to EOF (EINTR retried), close. Errors are errno values in `system_category()`;
 /// a file larger than 64 MiB gives `EFBIG`, a path with a NUL byte `EINVAL`.
 boost::system::error_code read_file(const std::filesystem::path& path, std::string& out);
+boost::system::error_code read_file(const std::string& path, std::string& out);
+inline boost::system::error_code read_file(const char* path, std::string& out) { return read_file(std::string(path), out); }
 
 /// stat(2); errors are errno values in `system_category()`.
 boost::system::error_code stat_path(const std::filesystem::path& path, struct stat& st);
+boost::system::error_code stat_path(const std::string& path, struct stat& st);
+inline boost::system::error_code stat_path(const char* path, struct stat& st) { return stat_path(std::string(path), st); }
 
 } // namespace oomwatch::detail

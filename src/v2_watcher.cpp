@@ -29,10 +29,11 @@ namespace {
 
 class v2_watch final : public source, public inotify_client, public std::enable_shared_from_this<v2_watch> {
 public:
-    v2_watch(inotify_service& svc, std::filesystem::path dir, const watch_options& opts, std::weak_ptr<watcher_state> sink)
+    v2_watch(inotify_service& svc, const std::filesystem::path& dir, const watch_options& opts,
+             std::weak_ptr<watcher_state> sink)
         : svc_(svc),
-          dir_(std::move(dir)),
-          file_(dir_ / (opts.counters == watch_options::scope::local ? "memory.events.local" : "memory.events")),
+          dir_(dir.native()),
+          file_(dir_ + (opts.counters == watch_options::scope::local ? "/memory.events.local" : "/memory.events")),
           sink_(std::move(sink)) {}
 
     error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
@@ -90,11 +91,11 @@ private:
             if (ec == error::malformed_counters) {
                 // A fake file caught mid-write reads empty or partial (real cgroup files
                 // are read atomically); its own notification follows, so this is no change.
-                OOMWATCH_LOG(debug) << file_.string() << ": ignoring unparsable counters";
+                OOMWATCH_LOG(debug) << file_ << ": ignoring unparsable counters";
             } else {
                 // Nothing is lost: the baseline stays put, so the next read that works
                 // reports everything since; the liveness timer retries it.
-                OOMWATCH_LOG(warning) << file_.string() << ": cannot read: " << ec.message();
+                OOMWATCH_LOG(warning) << file_ << ": cannot read: " << ec.message();
                 stale_ = true;
             }
             return;
@@ -108,11 +109,11 @@ private:
         }
         counter_delta d = compute_delta(last_, c, kind_set::all());
         if (d.went_backwards) {
-            OOMWATCH_LOG(warning) << file_.string() << ": counters went down; taking them as the new baseline";
+            OOMWATCH_LOG(warning) << file_ << ": counters went down; taking them as the new baseline";
             d = counter_delta{};
         }
         last_ = c;
-        if (!d.empty()) OOMWATCH_LOG(debug) << file_.string() << ": oom " << c.oom << ", oom_kill " << c.oom_kill
+        if (!d.empty()) OOMWATCH_LOG(debug) << file_ << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
         sink.publish(d, c);
     }
@@ -122,12 +123,12 @@ private:
         error_code ec = stat_path(dir_, st);
         if (!ec) return st.st_ino != ino_;  // a namesake made after the removal is not ours
         if (ec == boost::system::errc::no_such_file_or_directory) return true;
-        OOMWATCH_LOG(warning) << dir_.string() << ": cannot check whether the cgroup exists: " << ec.message();
+        OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
         return false;
     }
 
     void finish_removed(watcher_state& sink) {
-        OOMWATCH_LOG(info) << dir_.string() << ": cgroup removed";
+        OOMWATCH_LOG(info) << dir_ << ": cgroup removed";
         done_ = true;
         unregister();
         sink.publish_removed();
@@ -140,7 +141,7 @@ private:
     }
 
     error_code read_counters(memory_counters& c) {
-        std::string text;
+        thread_local std::string text;  // its capacity is reused: no allocation per read
         if (auto ec = read_file(file_, text)) return ec;
         // The kernel writes the whole file, newline-terminated, and never drops a key:
         // anything shorter is torn (cut inside a number, or at a line end with keys
@@ -155,8 +156,10 @@ private:
     }
 
     inotify_service& svc_;
-    const std::filesystem::path dir_;
-    const std::filesystem::path file_;
+    // Plain strings, not std::filesystem::path: a path keeps a list of its components,
+    // several hundred bytes each, and 10,000 watchers should stay small.
+    const std::string dir_;
+    const std::string file_;
     std::weak_ptr<watcher_state> sink_;
     std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;
