@@ -219,9 +219,14 @@ result<cgroup_location> resolve_cgroup(const fs::path& spec) {
     if (!h) return h.error();
     auto loc = locate_in_hierarchy(*h, spec);
     if (!loc && loc.error() == boost::system::errc::no_such_file_or_directory && spec.is_absolute()) {
-        // Not in the hierarchy, but the path exists elsewhere: it is no cgroup.
+        // Not in the hierarchy, but the path exists elsewhere: it is no cgroup. When it
+        // cannot even be looked at (a directory above it is not searchable), say so:
+        // "no such file" would be a guess.
         struct stat st {};
-        if (!detail::stat_path(spec, st)) return make_error_code(error::not_a_cgroup);
+        auto ec = detail::stat_path(spec, st);
+        if (!ec) return make_error_code(error::not_a_cgroup);
+        if (ec != boost::system::errc::no_such_file_or_directory && ec != boost::system::errc::not_a_directory)
+            return ec;
     }
     return loc;
 }
