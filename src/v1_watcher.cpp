@@ -43,7 +43,7 @@ enum class liveness { alive, gone, unknown };
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
     v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, std::weak_ptr<watcher_state> sink)
-        : dir_(std::move(dir)), oom_control_(dir_ / "memory.oom_control"), efd_(ex), settle_(ex),
+        : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), settle_(ex),
           sink_(std::move(sink)) {}
 
     error_code start(memory_counters& baseline) {
@@ -51,7 +51,7 @@ public:
         if (!efd) return last_errno();
         unique_fd ctl(::open(oom_control_.c_str(), O_RDONLY | O_CLOEXEC));
         if (!ctl) return last_errno();
-        auto event_control = dir_ / "cgroup.event_control";
+        auto event_control = dir_ + "/cgroup.event_control";
         unique_fd evc(::open(event_control.c_str(), O_WRONLY | O_CLOEXEC));
         if (!evc) return last_errno();
         std::string line = std::to_string(efd.get()) + " " + std::to_string(ctl.get());
@@ -108,7 +108,7 @@ private:
         if (ec) {
             // An eventfd read fails only if something is badly wrong; say so and stop
             // rather than spin.
-            OOMWATCH_LOG(error) << dir_.string() << ": reading the OOM eventfd failed: " << ec.message();
+            OOMWATCH_LOG(error) << dir_ << ": reading the OOM eventfd failed: " << ec.message();
             stopped_ = true;
             return;
         }
@@ -176,7 +176,7 @@ private:
             }
             // Still there but unreadable: report the signals now; the kills show up in
             // the delta of the next successful read, since the baseline stays put.
-            OOMWATCH_LOG(warning) << oom_control_.string() << ": cannot read: " << rec.message();
+            OOMWATCH_LOG(warning) << oom_control_ << ": cannot read: " << rec.message();
             c = last_;
             stale_ = true;
         } else {
@@ -186,7 +186,7 @@ private:
         c.oom = ooms_;
         counter_delta d = compute_delta(last_, c, kind_set::all());
         if (d.went_backwards) {
-            OOMWATCH_LOG(warning) << oom_control_.string() << ": oom_kill went down from " << last_.oom_kill << " to "
+            OOMWATCH_LOG(warning) << oom_control_ << ": oom_kill went down from " << last_.oom_kill << " to "
                                   << c.oom_kill << "; taking it as the new baseline";
             d = counter_delta{};
             d.by_kind[static_cast<std::size_t>(event_kind::oom)] = signals;
@@ -194,7 +194,7 @@ private:
         }
         last_ = c;
         if (!d.empty())
-            OOMWATCH_LOG(debug) << dir_.string() << ": " << signals << " OOM notification(s), oom_kill "
+            OOMWATCH_LOG(debug) << dir_ << ": " << signals << " OOM notification(s), oom_kill "
                                 << c.oom_kill;
         sink->publish(d, c);
         return true;
@@ -210,7 +210,7 @@ private:
             last_ = c;
             sink.publish(d, c);
         }
-        OOMWATCH_LOG(info) << dir_.string() << ": cgroup removed";
+        OOMWATCH_LOG(info) << dir_ << ": cgroup removed";
         sink.publish_removed();
         stopped_ = true;
         error_code ignored;
@@ -224,12 +224,12 @@ private:
         if (!ec) return st.st_ino == ino_ ? liveness::alive : liveness::gone;  // replaced by a namesake
         if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device)
             return liveness::gone;
-        OOMWATCH_LOG(warning) << dir_.string() << ": cannot check whether the cgroup exists: " << ec.message();
+        OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
         return liveness::unknown;
     }
 
     error_code read_counters(memory_counters& c) const {
-        std::string text;
+        thread_local std::string text;  // its capacity is reused: no allocation per read
         if (auto ec = read_file(oom_control_, text)) return ec;
         auto oc = parse_oom_control(text);
         if (!oc) return oc.error();
@@ -240,8 +240,9 @@ private:
         return {};
     }
 
-    const std::filesystem::path dir_;
-    const std::filesystem::path oom_control_;
+    // Strings, not std::filesystem::path, which keeps a list of its components.
+    const std::string dir_;
+    const std::string oom_control_;
     std::mutex m_;  // the descriptor and the counters; completion handlers may run on any thread
     asio::posix::stream_descriptor efd_;
     asio::steady_timer settle_;  // re-reads after a notification, until the kills show

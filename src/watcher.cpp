@@ -142,7 +142,9 @@ void watcher::async_next_event_impl(event_handler handler) {
     state_->async_next(std::move(handler));
 }
 
-asio::awaitable<oom_event> watcher::next_event() { co_return co_await async_next_event(asio::use_awaitable); }
+// Not a coroutine of its own: the operation's awaitable is returned as it is, which
+// saves a coroutine frame per waiting consumer.
+asio::awaitable<oom_event> watcher::next_event() { return async_next_event(asio::use_awaitable); }
 
 subscription watcher::subscribe_impl(executor_type ex, subscriber_fn fn) {
     if (!state_) return subscription{};
