@@ -139,13 +139,6 @@ struct unpriv_fixture {
     fs::path mount, parent, owned, plain, locked, fake;
 };
 
-memory_counters with(std::uint64_t oom, std::uint64_t kill) {
-    memory_counters c;
-    c.oom = oom;
-    c.oom_kill = kill;
-    return c;
-}
-
 bool mentions(const std::exception& e, const fs::path& p) {
     return std::string(e.what()).find(p.string()) != std::string::npos;
 }

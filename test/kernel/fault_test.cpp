@@ -20,6 +20,7 @@
 //
 // The removal loops run a few hundred times within a time budget (so that a slow
 // machine or a TCG guest stays bounded); OOMWATCH_FAULT_ITERATIONS=N runs exactly N.
+#include "fault_support.hpp"
 #include "test_support.hpp"
 
 #include "scratch/scratch_cgroup.hpp"
@@ -28,10 +29,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/log/core.hpp>
-#include <boost/log/expressions/message.hpp>
-#include <boost/log/sinks/basic_sink_backend.hpp>
-#include <boost/log/sinks/sync_frontend.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -41,18 +38,15 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
-#include <future>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -66,9 +60,6 @@ using namespace oomwatch;
 using namespace oomwatch::test;
 
 namespace {
-
-constexpr std::uint64_t limit = 32u << 20;
-constexpr std::size_t hog = 256u << 20;
 
 // How many times a loop runs: OOMWATCH_FAULT_ITERATIONS=N exactly N times; else up to
 // `by_default` times, stopping early (after at least 20) when `budget` is spent.
@@ -90,68 +81,6 @@ private:
     int max_;
     std::chrono::steady_clock::time_point until_;
     bool forced_ = false;
-};
-
-// ---- descriptors -------------------------------------------------------------------
-
-class owned_fd {
-public:
-    explicit owned_fd(int fd = -1) noexcept : fd_(fd) {}
-    owned_fd(owned_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    owned_fd& operator=(owned_fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    ~owned_fd() { reset(); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    int get() const noexcept { return fd_; }
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
-
-bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
-
-// The RLIMIT_NOFILE soft limit that leaves exactly `free` descriptors to open: the
-// limit caps descriptor numbers, not counts, so count the free numbers from the bottom.
-rlim_t limit_leaving(int free) {
-    int fd = 0;
-    for (int left = free;; ++fd) {
-        if (fd_is_open(fd)) continue;
-        if (left == 0) return static_cast<rlim_t>(fd);
-        --left;
-    }
-}
-
-// Lowers the soft RLIMIT_NOFILE for a scope; restores it on destruction, even when the
-// test fails.
-class rlimit_guard {
-public:
-    explicit rlimit_guard(rlim_t soft) {
-        BOOST_TEST_REQUIRE(::getrlimit(RLIMIT_NOFILE, &old_) == 0);
-        rlimit r = old_;
-        r.rlim_cur = soft;
-        BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_NOFILE, &r) == 0, "setrlimit: errno " << errno);
-        active_ = true;
-    }
-    rlimit_guard(const rlimit_guard&) = delete;
-    rlimit_guard& operator=(const rlimit_guard&) = delete;
-    ~rlimit_guard() { restore(); }
-    void restore() {
-        if (active_) ::setrlimit(RLIMIT_NOFILE, &old_);
-        active_ = false;
-    }
-
-private:
-    rlimit old_{};
-    bool active_ = false;
 };
 
 // ---- what the kernel says, independently of the library --------------------------------
@@ -180,13 +109,6 @@ std::uint64_t drain_eventfd(int efd) {
     do n = ::read(efd, &v, sizeof v);
     while (n < 0 && errno == EINTR);
     return n == sizeof v ? v : 0;
-}
-
-std::string read_text(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
 }
 
 // The kernel's counters of a cgroup: v1 memory.oom_control (oom_kill; no OOM counter),
@@ -230,15 +152,6 @@ private:
     std::uint64_t kills_ = 0;
 };
 
-// Runs a child in `cg` that allocates far over the limit; returns once it has died.
-void oom_kill_one(const fs::path& cg) {
-    auto v = scratch::victim::spawn(cg, hog);
-    BOOST_TEST_REQUIRE(v.has_value(), "cannot start a victim in " << cg << ": " << v.error().message());
-    auto status = v->wait(10s);
-    BOOST_TEST_REQUIRE(status.has_value(), "the victim did not die: " << status.error().message());
-    BOOST_TEST_REQUIRE(scratch::victim::killed_by_sigkill(*status), "victim status " << *status);
-}
-
 // A child that joins `cg`, then waits for go() before it allocates far over the limit:
 // everything that needs a descriptor happens before the test takes them all away.
 class held_victim {
@@ -263,10 +176,10 @@ public:
             if (err) ::_exit(127);
             char c;
             while (::read(go[0], &c, 1) < 0 && errno == EINTR) {}
-            void* mem = ::mmap(nullptr, hog, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            void* mem = ::mmap(nullptr, oom_hog, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (mem == MAP_FAILED) ::_exit(1);
             auto* page = static_cast<volatile char*>(mem);
-            for (std::size_t off = 0; off < hog; off += 4096) page[off] = 1;
+            for (std::size_t off = 0; off < oom_hog; off += 4096) page[off] = 1;
             ::_exit(0);
         }
         ::close(ready[1]);
@@ -322,143 +235,11 @@ private:
     bool reaped_ = false;
 };
 
-// ---- the library's log --------------------------------------------------------------
-
-// Keeps the library's log records (every severity) while it exists, to tell that the
-// watcher did try something and what it said.
-class log_capture {
-    class backend : public boost::log::sinks::basic_sink_backend<boost::log::sinks::synchronized_feeding> {
-    public:
-        explicit backend(log_capture* owner) : owner_(owner) {}
-        void consume(const boost::log::record_view& rec) {
-            if (auto m = rec[boost::log::expressions::smessage]) owner_->add(*m);
-        }
-
-    private:
-        log_capture* owner_;
-    };
-    using sink_t = boost::log::sinks::synchronous_sink<backend>;
-
-public:
-    log_capture() : sink_(boost::make_shared<sink_t>(boost::make_shared<backend>(this))) {
-        boost::log::core::get()->add_sink(sink_);
-    }
-    ~log_capture() {
-        boost::log::core::get()->remove_sink(sink_);
-        sink_->flush();
-    }
-    log_capture(const log_capture&) = delete;
-    log_capture& operator=(const log_capture&) = delete;
-
-    std::size_t count(std::string_view needle) const {
-        std::lock_guard lk(m_);
-        std::size_t n = 0;
-        for (auto& s : lines_)
-            if (s.find(needle) != std::string::npos) ++n;
-        return n;
-    }
-
-private:
-    void add(const std::string& s) {
-        std::lock_guard lk(m_);
-        lines_.push_back(s);
-    }
-    mutable std::mutex m_;
-    std::vector<std::string> lines_;
-    boost::shared_ptr<sink_t> sink_;
-};
-
-// ---- signals ------------------------------------------------------------------------
-
-std::atomic<unsigned long> sigusr1_seen{0};
-extern "C" void count_sigusr1(int) { sigusr1_seen.fetch_add(1, std::memory_order_relaxed); }
-
-// SIGUSR1 with a handler installed WITHOUT SA_RESTART, sent to `targets` every `period`
-// by a thread of its own, so that every blocking call in them may fail with EINTR. The
-// destructor stops the storm, swallows what is still pending and restores the old
-// disposition (SIG_DFL would kill the process for a late one).
-class signal_storm {
-public:
-    signal_storm(std::vector<pthread_t> targets, std::chrono::microseconds period) : targets_(std::move(targets)) {
-        struct sigaction sa {};
-        sa.sa_handler = count_sigusr1;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;  // no SA_RESTART: interrupted system calls fail with EINTR
-        BOOST_TEST_REQUIRE(::sigaction(SIGUSR1, &sa, &old_) == 0);
-        installed_ = true;
-        sender_ = std::thread([this, period] {
-            timespec ts{0, static_cast<long>(std::chrono::nanoseconds(period).count())};
-            while (!stop_.load(std::memory_order_relaxed)) {
-                std::lock_guard lk(m_);
-                for (auto t : targets_) ::pthread_kill(t, SIGUSR1);
-                sent_ += targets_.size();
-                ::clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
-            }
-        });
-    }
-    signal_storm(const signal_storm&) = delete;
-    signal_storm& operator=(const signal_storm&) = delete;
-    ~signal_storm() { stop(); }
-
-    // Stops sending to `t` (a thread about to end).
-    void forget(pthread_t t) {
-        std::lock_guard lk(m_);
-        std::erase_if(targets_, [t](pthread_t x) { return ::pthread_equal(x, t); });
-    }
-    unsigned long sent() {
-        std::lock_guard lk(m_);
-        return sent_;
-    }
-
-    void stop() {
-        if (sender_.joinable()) {
-            stop_ = true;
-            sender_.join();
-        }
-        if (!installed_) return;
-        installed_ = false;
-        // Every pthread_kill has returned: what is not delivered yet is pending on this
-        // thread (the others have been forgotten or have ended). Take it, then restore.
-        sigset_t usr1, old_mask;
-        sigemptyset(&usr1);
-        sigaddset(&usr1, SIGUSR1);
-        ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
-        timespec zero{0, 0};
-        while (::sigtimedwait(&usr1, nullptr, &zero) == SIGUSR1) {}
-        ::sigaction(SIGUSR1, &old_, nullptr);
-        ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    }
-
-private:
-    std::mutex m_;
-    std::vector<pthread_t> targets_;
-    unsigned long sent_ = 0;
-    std::atomic<bool> stop_{false};
-    struct sigaction old_ {};
-    bool installed_ = false;
-    std::thread sender_;
-};
-
 // ---- fixtures -----------------------------------------------------------------------
 
 // A scratch cgroup without a limit, to make children in.
-struct scratch_parent {
-    scratch_parent() {
-        OOMWATCH_REQUIRE_KERNEL_READY();
-        auto r = scratch::scratch_cgroup::create("oomwatch-fault", 0);
-        BOOST_TEST_REQUIRE(r.has_value(), "cannot create a scratch cgroup: " << r.error().message());
-        cg.emplace(std::move(*r));
-    }
-
-    scratch::scratch_cgroup child(const std::string& name, std::uint64_t limit_bytes = limit) {
-        auto c = cg->create_child(name, limit_bytes);
-        BOOST_TEST_REQUIRE(c.has_value(), "cannot create " << name << ": " << c.error().message());
-        return std::move(*c);
-    }
-
-    bool v1() const { return cg->version() == cgroup_version::v1; }
-
-    std::optional<scratch::scratch_cgroup> cg;
+struct scratch_parent : scratch_oom {
+    scratch_parent() : scratch_oom("oomwatch-fault", 0) {}
 };
 
 struct fixture : scratch_parent {
@@ -596,29 +377,13 @@ BOOST_FIXTURE_TEST_CASE(rmdir_races_with_the_watcher_on_another_thread, scratch_
             event_log log(w);
             log.arm();
             // run() returns once the watcher has finished (after `removed` nothing is pending).
-            std::promise<void> ran;
-            auto ran_f = ran.get_future();
-            std::thread io([&] {
-                try {
-                    ctx.run();
-                } catch (...) {
-                }
-                ran.set_value();
-            });
-            struct joiner {
-                asio::io_context& ctx;
-                std::thread& t;
-                ~joiner() {
-                    ctx.stop();
-                    if (t.joinable()) t.join();
-                }
-            } join_it{ctx, io};
+            run_out_thread io(ctx);
 
             oom_kill_one(path);
             truth.take();
             BOOST_TEST_REQUIRE(truth.ooms() >= 1u);
             BOOST_TEST_REQUIRE(!c.remove(), "rmdir " << path);  // while the watcher handles the OOM
-            BOOST_TEST_REQUIRE((ran_f.wait_for(10s) == std::future_status::ready),
+            BOOST_TEST_REQUIRE(io.ran_out_within(10s),
                                "the io_context did not run out of work after the removal (hang)");
             io.join();
             check_removal_story(log, base, v, truth, st);
@@ -653,26 +418,12 @@ BOOST_FIXTURE_TEST_CASE(out_of_fds_a_new_watcher_fails_naming_the_path, fixture)
         const watch_options opts = pass == 0 ? watch_options{} : direct;
         for (int k = 0; k <= 2; ++k) {
             BOOST_TEST_CONTEXT(k << " descriptor(s) left" << (pass == 0 ? "" : ", force_version")) {
-                error_code ec;
-                bool opened = false;
-                std::string threw, what, what_path, wrong;
+                both_constructors r;
                 {
                     rlimit_guard lim(limit_leaving(k));
-                    try {
-                        watcher w(ctx, target.path(), opts, ec);
-                        opened = w.is_open();
-                    } catch (const std::exception& e) {
-                        threw = e.what();
-                    }
-                    try {
-                        watcher w(ctx, target.path(), opts);
-                    } catch (const cgroup_error& e) {
-                        what = e.what();
-                        what_path = e.path().string();
-                    } catch (const std::exception& e) {
-                        wrong = e.what();
-                    }
+                    r = try_both_constructors(ctx, ctx, target.path(), opts);
                 }
+                const auto& [ec, opened, threw, what, what_path, wrong] = r;
                 BOOST_TEST(threw.empty(), "the error_code constructor threw: " << threw);
                 if (k == 0 || v1()) BOOST_TEST(!opened, "it worked without the descriptors it needs");
                 if (!opened) BOOST_TEST(ec == boost::system::errc::too_many_files_open, ec.message());
@@ -771,29 +522,15 @@ BOOST_FIXTURE_TEST_CASE(out_of_fds_on_a_fresh_io_context, scratch_parent) {
     for (int k = 0; k <= 5; ++k) {
         BOOST_TEST_CONTEXT(k << " descriptor(s) left") {
             const auto fds_before = open_fd_count();
-            error_code ec;
-            bool opened = false;
-            std::string threw, what, what_path, wrong;
+            both_constructors r;
             {
                 asio::io_context fresh;
                 asio::io_context fresh2;
                 rlimit_guard lim(limit_leaving(k));
-                try {
-                    watcher w(fresh, target.path(), {}, ec);
-                    opened = w.is_open();
-                } catch (const std::exception& e) {
-                    threw = e.what();
-                }
-                try {
-                    watcher w(fresh2, target.path());
-                } catch (const cgroup_error& e) {
-                    what = e.what();
-                    what_path = e.path().string();
-                } catch (const std::exception& e) {
-                    wrong = e.what();
-                }
+                r = try_both_constructors(fresh, fresh2, target.path(), {});
                 lim.restore();
             }
+            const auto& [ec, opened, threw, what, what_path, wrong] = r;
             BOOST_TEST(threw.empty(), "the error_code constructor threw: " << threw);
             if (!opened) BOOST_TEST(ec == boost::system::errc::too_many_files_open, ec.message());
             BOOST_TEST(wrong.empty(), "the throwing constructor threw something else than cgroup_error: " << wrong);

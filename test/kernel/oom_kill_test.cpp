@@ -23,36 +23,6 @@ using boost::system::error_code;
 using namespace oomwatch;
 using namespace oomwatch::test;
 
-namespace {
-
-constexpr std::uint64_t limit = 32u << 20;
-constexpr std::size_t hog = 256u << 20;
-
-// A scratch cgroup with a 32 MiB limit, and a running io_context.
-struct kernel_fixture {
-    kernel_fixture() {
-        OOMWATCH_REQUIRE_KERNEL_READY();
-        auto r = scratch::scratch_cgroup::create("oomwatch-test", limit);
-        BOOST_TEST_REQUIRE(r.has_value(), "cannot create a scratch cgroup: " << r.error().message());
-        cg.emplace(std::move(*r));
-        BOOST_TEST_MESSAGE("scratch cgroup " << cg->path() << " (cgroup " << cg->version() << ")");
-    }
-
-    // Runs a child that allocates far over the limit; returns once it has died.
-    void oom_kill_one() {
-        auto v = scratch::victim::spawn(cg->path(), hog);
-        BOOST_TEST_REQUIRE(v.has_value(), "cannot start a victim: " << v.error().message());
-        auto status = v->wait(10s);
-        BOOST_TEST_REQUIRE(status.has_value(), "the victim did not die: " << status.error().message());
-        BOOST_TEST_REQUIRE(scratch::victim::killed_by_sigkill(*status), "victim status " << *status);
-    }
-
-    asio::io_context ctx;
-    std::optional<scratch::scratch_cgroup> cg;
-};
-
-} // namespace
-
 BOOST_AUTO_TEST_SUITE(real_kernel, *boost::unit_test::precondition(kernel_precondition{}))
 
 BOOST_FIXTURE_TEST_CASE(an_oom_kill_is_reported, kernel_fixture) {

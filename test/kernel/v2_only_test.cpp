@@ -42,9 +42,6 @@ using namespace oomwatch::test;
 
 namespace {
 
-constexpr std::uint64_t limit = 32u << 20;
-constexpr std::size_t hog = 256u << 20;
-
 // Runs these cases only where the memory controller is on cgroup v2. Missing kernel
 // facilities follow the usual rule (skip, or fail when required); a v1 hierarchy is a
 // plain "not applicable", never a failure: the VM test covers v2.
@@ -103,20 +100,13 @@ struct v2_fixture {
     v2_fixture() { OOMWATCH_REQUIRE_KERNEL_READY(); }
 
     scratch::scratch_cgroup make(std::string_view prefix, std::uint64_t limit_bytes) {
-        auto r = scratch::scratch_cgroup::create(prefix, limit_bytes);
-        BOOST_TEST_REQUIRE(r.has_value(), "cannot create a scratch cgroup: " << r.error().message());
-        BOOST_TEST_REQUIRE(r->version() == cgroup_version::v2);
-        return std::move(*r);
+        auto c = make_scratch_cgroup(prefix, limit_bytes);
+        BOOST_TEST_REQUIRE(c.version() == cgroup_version::v2);
+        return c;
     }
 
     // Runs a child in `cg` that allocates far over the limit; returns once it has died.
-    static void oom_kill_one(const fs::path& cg) {
-        auto v = scratch::victim::spawn(cg, hog);
-        BOOST_TEST_REQUIRE(v.has_value(), "cannot start a victim in " << cg << ": " << v.error().message());
-        auto status = v->wait(20s);
-        BOOST_TEST_REQUIRE(status.has_value(), "the victim did not die: " << status.error().message());
-        BOOST_TEST_REQUIRE(scratch::victim::killed_by_sigkill(*status), "victim status " << *status);
-    }
+    static void oom_kill_one(const fs::path& cg) { ::oomwatch::test::oom_kill_one(cg, 20s); }
 
     asio::io_context ctx;
 };
@@ -222,7 +212,7 @@ BOOST_AUTO_TEST_SUITE(v2_only, *boost::unit_test::precondition(v2_precondition{}
 // memory.oom.group=1: one OOM takes the whole cgroup; the kernel counts one group kill
 // and one oom_kill per process it killed.
 BOOST_FIXTURE_TEST_CASE(a_group_kill_reports_oom_group_kill_and_the_counts_of_memory_events, v2_fixture) {
-    auto cg = make("oomwatch-v2-group", limit);
+    auto cg = make("oomwatch-v2-group", oom_limit);
     BOOST_TEST_REQUIRE(!cg.set_oom_group(true));
     sleepers others(cg.path(), 3);
     BOOST_TEST_REQUIRE(others.error().empty(), others.error());
@@ -260,7 +250,7 @@ BOOST_FIXTURE_TEST_CASE(a_group_kill_reports_oom_group_kill_and_the_counts_of_me
 // exactly what its own file says, memory.events or memory.events.local. A kill in the
 // child before the watchers exist is history: no watcher may report it.
 BOOST_FIXTURE_TEST_CASE(a_parent_limit_and_a_child_allocation_are_reported_per_file, v2_fixture) {
-    auto parent = make("oomwatch-v2-nest", limit);
+    auto parent = make("oomwatch-v2-nest", oom_limit);
     auto made = parent.create_child("leaf", 0);
     BOOST_TEST_REQUIRE(made.has_value(), "cannot create the child: " << made.error().message());
     auto child = std::move(*made);
@@ -330,7 +320,7 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
     std::vector<scratch::scratch_cgroup> cgs;
     cgs.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-        auto c = parent.create_child("c" + std::to_string(i), limit);
+        auto c = parent.create_child("c" + std::to_string(i), oom_limit);
         BOOST_TEST_REQUIRE(c.has_value(), "cgroup " << i << ": " << c.error().message());
         cgs.push_back(std::move(*c));
     }

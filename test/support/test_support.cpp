@@ -20,6 +20,35 @@ std::filesystem::path tmpfs_base() {
 }
 } // namespace
 
+scratch::scratch_cgroup make_scratch_cgroup(std::string_view prefix, std::uint64_t limit_bytes) {
+    auto r = scratch::scratch_cgroup::create(prefix, limit_bytes);
+    BOOST_TEST_REQUIRE(r.has_value(), "cannot create a scratch cgroup: " << r.error().message());
+    return std::move(*r);
+}
+
+void oom_kill_one(const std::filesystem::path& cg, std::chrono::milliseconds timeout) {
+    auto v = scratch::victim::spawn(cg, oom_hog);
+    BOOST_TEST_REQUIRE(v.has_value(), "cannot start a victim in " << cg << ": " << v.error().message());
+    auto status = v->wait(timeout);
+    BOOST_TEST_REQUIRE(status.has_value(), "the victim did not die: " << status.error().message());
+    BOOST_TEST_REQUIRE(scratch::victim::killed_by_sigkill(*status), "victim status " << *status);
+}
+
+scratch_oom::scratch_oom(std::string_view prefix, std::uint64_t limit_bytes) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    cg.emplace(make_scratch_cgroup(prefix, limit_bytes));
+}
+
+scratch::scratch_cgroup scratch_oom::child(const std::string& name, std::uint64_t limit_bytes) {
+    auto c = cg->create_child(name, limit_bytes);
+    BOOST_TEST_REQUIRE(c.has_value(), "cannot create " << name << ": " << c.error().message());
+    return std::move(*c);
+}
+
+kernel_fixture::kernel_fixture() {
+    BOOST_TEST_MESSAGE("scratch cgroup " << cg->path() << " (cgroup " << cg->version() << ")");
+}
+
 log_to_stderr::log_to_stderr() {
     namespace logging = boost::log;
     const char* e = std::getenv("OOMWATCH_TEST_LOG");
@@ -52,10 +81,14 @@ std::filesystem::path fake_v2_tree::make_cgroup(const std::string& name, const m
     return dir;
 }
 
+std::string events_text(const memory_counters& c) {
+    return "low " + std::to_string(c.low) + "\nhigh " + std::to_string(c.high) + "\nmax " + std::to_string(c.max) +
+           "\noom " + std::to_string(c.oom) + "\noom_kill " + std::to_string(c.oom_kill) + "\noom_group_kill " +
+           std::to_string(c.oom_group_kill) + "\n";
+}
+
 void fake_v2_tree::write_events(const std::filesystem::path& cg, const memory_counters& c, const char* file) {
-    std::string text = "low " + std::to_string(c.low) + "\nhigh " + std::to_string(c.high) + "\nmax " +
-                       std::to_string(c.max) + "\noom " + std::to_string(c.oom) + "\noom_kill " +
-                       std::to_string(c.oom_kill) + "\noom_group_kill " + std::to_string(c.oom_group_kill) + "\n";
+    const std::string text = events_text(c);
     auto p = cg / file;
     int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), p.string());

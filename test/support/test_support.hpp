@@ -1,6 +1,9 @@
 // Shared test helpers: bounded waits on an io_context, fake cgroup folders, fd counts,
-// and the rule that real-kernel tests may skip only when OOMWATCH_REQUIRE_KERNEL is unset.
+// the rule that real-kernel tests may skip only when OOMWATCH_REQUIRE_KERNEL is unset,
+// and the real-kernel fixture (a scratch cgroup, OOM-killed victims).
 #pragma once
+
+#include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
 
@@ -57,6 +60,42 @@ struct kernel_precondition {
         BOOST_TEST_REQUIRE(why_.empty(), "real-kernel test cannot run: " << why_);               \
     } while (0)
 
+/// A scratch cgroup for real-kernel tests, made by `scratch_cgroup::create` (limit
+/// `limit_bytes`, 0 for none); fails the test when it cannot be made.
+scratch::scratch_cgroup make_scratch_cgroup(std::string_view prefix, std::uint64_t limit_bytes);
+
+/// The memory limit of the scratch cgroups that OOM-kill, and what a victim allocates
+/// (far over it).
+inline constexpr std::uint64_t oom_limit = 32u << 20;
+inline constexpr std::size_t oom_hog = 256u << 20;
+
+/// Runs a child in `cg` that allocates far over the limit; returns once it has died, and
+/// fails the test unless it died of SIGKILL (the OOM killer).
+void oom_kill_one(const std::filesystem::path& cg, std::chrono::milliseconds timeout = 10s);
+
+/// Fixture of the real-kernel tests: a scratch cgroup `cg` (limit `limit_bytes`, 0 for
+/// none), made after OOMWATCH_REQUIRE_KERNEL_READY(); removed on destruction.
+struct scratch_oom {
+    explicit scratch_oom(std::string_view prefix = "oomwatch-test", std::uint64_t limit_bytes = oom_limit);
+
+    /// A child cgroup of `cg`, with a limit of its own.
+    scratch::scratch_cgroup child(const std::string& name, std::uint64_t limit_bytes = oom_limit);
+
+    bool v1() const { return cg->version() == cgroup_version::v1; }
+
+    std::optional<scratch::scratch_cgroup> cg;
+};
+
+/// A scratch cgroup with a 32 MiB limit, and an io_context.
+struct kernel_fixture : scratch_oom {
+    kernel_fixture();
+
+    /// OOM-kills one victim in `cg`.
+    void oom_kill_one() { ::oomwatch::test::oom_kill_one(cg->path()); }
+
+    boost::asio::io_context ctx;
+};
+
 /// Runs `ctx` until `done()` holds or `timeout` passes; true when `done()` held.
 /// Event-driven: it returns as soon as the handlers that make `done()` true have run.
 inline bool run_until(boost::asio::io_context& ctx, const std::function<bool()>& done,
@@ -82,6 +121,18 @@ inline std::size_t open_fd_count() {
     for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
     return n;
 }
+
+/// Counters with these oom, oom_kill and oom_group_kill (the others 0).
+inline memory_counters with(std::uint64_t oom, std::uint64_t kill, std::uint64_t group = 0) {
+    memory_counters c;
+    c.oom = oom;
+    c.oom_kill = kill;
+    c.oom_group_kill = group;
+    return c;
+}
+
+/// The text of a memory.events file with these counters (the `other` ones left out).
+std::string events_text(const memory_counters& c);
 
 /// A fake cgroup v2 tree on tmpfs: <root>/parent/<name>/memory.events. Removed on
 /// destruction, even when the test fails.

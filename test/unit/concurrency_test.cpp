@@ -26,13 +26,6 @@ using namespace oomwatch::test;
 
 namespace {
 
-memory_counters kills(std::uint64_t n) {
-    memory_counters c;
-    c.oom = n;
-    c.oom_kill = n;
-    return c;
-}
-
 // Spins (yielding) until `done()` or the deadline; for waits on other threads' work.
 bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -80,7 +73,7 @@ BOOST_AUTO_TEST_CASE(many_threads_many_consumers_exact_counts) {
     // Writers on two threads, while the pool's four threads deliver.
     auto writer = [&](int from) {
         for (std::uint64_t n = 1; n <= n_writes; ++n)
-            for (int i = from; i < n_cgroups; i += 2) fake_v2_tree::write_events(dirs[i], kills(n));
+            for (int i = from; i < n_cgroups; i += 2) fake_v2_tree::write_events(dirs[i], with(n, n));
     };
     std::thread w0(writer, 0), w1(writer, 1);
     w0.join();
@@ -129,8 +122,11 @@ BOOST_AUTO_TEST_CASE(subscribe_and_unsubscribe_while_events_flow) {
         }
     });
     constexpr std::uint64_t n = 300;
-    for (std::uint64_t i = 1; i <= n; ++i) fake_v2_tree::write_events(cg, kills(i));
+    for (std::uint64_t i = 1; i <= n; ++i) fake_v2_tree::write_events(cg, with(i, i));
     BOOST_TEST(wait_for([&] { return steady == n; }));
+    // On a loaded machine the churn thread may not have run yet: let it churn a little
+    // while the watcher is live, then stop it.
+    BOOST_TEST(wait_for([&] { return churned >= 20; }));
     stop = true;
     churn.join();
     w.close();
@@ -158,7 +154,7 @@ BOOST_AUTO_TEST_CASE(watchers_destroyed_with_operations_pending) {
             else
                 ++other;
         });
-        fake_v2_tree::write_events(cg, kills(1));  // races with the destruction below
+        fake_v2_tree::write_events(cg, with(1, 1));  // races with the destruction below
         w.reset();
         fake_v2_tree::remove_cgroup(cg);
     }

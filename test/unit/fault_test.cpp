@@ -18,26 +18,21 @@
 // a cgroup's own files get nothing at rmdir; only the parent directory's watch sees it.
 //
 // OOMWATCH_FAULT_ITERATIONS=N runs the removal loops N times (default 2000).
+#include "fault_support.hpp"
 #include "test_support.hpp"
 
 #include <oomwatch/oomwatch.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/log/core.hpp>
-#include <boost/log/expressions/message.hpp>
-#include <boost/log/sinks/basic_sink_backend.hpp>
-#include <boost/log/sinks/sync_frontend.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -45,7 +40,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
-#include <future>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -61,24 +55,10 @@ using namespace oomwatch::test;
 
 namespace {
 
-memory_counters with(std::uint64_t oom, std::uint64_t kill, std::uint64_t group = 0) {
-    memory_counters c;
-    c.oom = oom;
-    c.oom_kill = kill;
-    c.oom_group_kill = group;
-    return c;
-}
-
 std::string describe(const memory_counters& c) {
     std::ostringstream os;
     os << "oom " << c.oom << ", oom_kill " << c.oom_kill << ", oom_group_kill " << c.oom_group_kill;
     return os.str();
-}
-
-std::string events_text(const memory_counters& c) {
-    return "low " + std::to_string(c.low) + "\nhigh " + std::to_string(c.high) + "\nmax " + std::to_string(c.max) +
-           "\noom " + std::to_string(c.oom) + "\noom_kill " + std::to_string(c.oom_kill) + "\noom_group_kill " +
-           std::to_string(c.oom_group_kill) + "\n";
 }
 
 // Rewrites a file in place with exactly these bytes (O_TRUNC, one write), like
@@ -114,31 +94,7 @@ int fault_iterations(int by_default) {
     return by_default;
 }
 
-class owned_fd {
-public:
-    explicit owned_fd(int fd = -1) noexcept : fd_(fd) {}
-    owned_fd(const owned_fd&) = delete;
-    owned_fd& operator=(const owned_fd&) = delete;
-    ~owned_fd() { reset(); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    int get() const noexcept { return fd_; }
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-
-private:
-    int fd_;
-};
-
 // ---- inotify as the kernel sees it ----------------------------------------------------
-
-std::string read_text(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
 
 std::size_t count_wd_lines(const std::string& fdinfo) {
     std::size_t n = 0;
@@ -270,158 +226,6 @@ bool root_or_skip(const char* what) {
     return false;
 }
 
-// ---- descriptors ------------------------------------------------------------------------
-
-bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1 || errno != EBADF; }
-
-// The RLIMIT_NOFILE soft limit that leaves exactly `free` descriptors to open (the limit
-// caps descriptor numbers, not counts).
-rlim_t limit_leaving(int free) {
-    int fd = 0;
-    for (int left = free;; ++fd) {
-        if (fd_is_open(fd)) continue;
-        if (left == 0) return static_cast<rlim_t>(fd);
-        --left;
-    }
-}
-
-class rlimit_guard {
-public:
-    explicit rlimit_guard(rlim_t soft) {
-        BOOST_TEST_REQUIRE(::getrlimit(RLIMIT_NOFILE, &old_) == 0);
-        rlimit r = old_;
-        r.rlim_cur = soft;
-        BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_NOFILE, &r) == 0, "setrlimit: errno " << errno);
-        active_ = true;
-    }
-    rlimit_guard(const rlimit_guard&) = delete;
-    rlimit_guard& operator=(const rlimit_guard&) = delete;
-    ~rlimit_guard() { restore(); }
-    void restore() {
-        if (active_) ::setrlimit(RLIMIT_NOFILE, &old_);
-        active_ = false;
-    }
-
-private:
-    rlimit old_{};
-    bool active_ = false;
-};
-
-// ---- the library's log ------------------------------------------------------------------
-
-// Keeps the library's log records (every severity) while it exists.
-class log_capture {
-    class backend : public boost::log::sinks::basic_sink_backend<boost::log::sinks::synchronized_feeding> {
-    public:
-        explicit backend(log_capture* owner) : owner_(owner) {}
-        void consume(const boost::log::record_view& rec) {
-            if (auto m = rec[boost::log::expressions::smessage]) owner_->add(*m);
-        }
-
-    private:
-        log_capture* owner_;
-    };
-    using sink_t = boost::log::sinks::synchronous_sink<backend>;
-
-public:
-    log_capture() : sink_(boost::make_shared<sink_t>(boost::make_shared<backend>(this))) {
-        boost::log::core::get()->add_sink(sink_);
-    }
-    ~log_capture() {
-        boost::log::core::get()->remove_sink(sink_);
-        sink_->flush();
-    }
-    log_capture(const log_capture&) = delete;
-    log_capture& operator=(const log_capture&) = delete;
-
-    std::size_t count(std::string_view needle) const {
-        std::lock_guard lk(m_);
-        std::size_t n = 0;
-        for (auto& s : lines_)
-            if (s.find(needle) != std::string::npos) ++n;
-        return n;
-    }
-
-private:
-    void add(const std::string& s) {
-        std::lock_guard lk(m_);
-        lines_.push_back(s);
-    }
-    mutable std::mutex m_;
-    std::vector<std::string> lines_;
-    boost::shared_ptr<sink_t> sink_;
-};
-
-// ---- signals ----------------------------------------------------------------------------
-
-std::atomic<unsigned long> sigusr1_seen{0};
-extern "C" void count_sigusr1(int) { sigusr1_seen.fetch_add(1, std::memory_order_relaxed); }
-
-// SIGUSR1 with a handler installed WITHOUT SA_RESTART, sent to `targets` every `period`
-// by a thread of its own. The destructor stops it, swallows what is still pending on
-// this thread and restores the old disposition.
-class signal_storm {
-public:
-    signal_storm(std::vector<pthread_t> targets, std::chrono::microseconds period) : targets_(std::move(targets)) {
-        struct sigaction sa {};
-        sa.sa_handler = count_sigusr1;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;  // no SA_RESTART
-        BOOST_TEST_REQUIRE(::sigaction(SIGUSR1, &sa, &old_) == 0);
-        installed_ = true;
-        sender_ = std::thread([this, period] {
-            timespec ts{0, static_cast<long>(std::chrono::nanoseconds(period).count())};
-            while (!stop_.load(std::memory_order_relaxed)) {
-                {
-                    std::lock_guard lk(m_);
-                    for (auto t : targets_) ::pthread_kill(t, SIGUSR1);
-                    sent_ += targets_.size();
-                }
-                ::clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
-            }
-        });
-    }
-    signal_storm(const signal_storm&) = delete;
-    signal_storm& operator=(const signal_storm&) = delete;
-    ~signal_storm() { stop(); }
-
-    // Stops sending to `t` (a thread about to end).
-    void forget(pthread_t t) {
-        std::lock_guard lk(m_);
-        std::erase_if(targets_, [t](pthread_t x) { return ::pthread_equal(x, t); });
-    }
-    unsigned long sent() {
-        std::lock_guard lk(m_);
-        return sent_;
-    }
-
-    void stop() {
-        if (sender_.joinable()) {
-            stop_ = true;
-            sender_.join();
-        }
-        if (!installed_) return;
-        installed_ = false;
-        sigset_t usr1, old_mask;
-        sigemptyset(&usr1);
-        sigaddset(&usr1, SIGUSR1);
-        ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
-        timespec zero{0, 0};
-        while (::sigtimedwait(&usr1, nullptr, &zero) == SIGUSR1) {}
-        ::sigaction(SIGUSR1, &old_, nullptr);
-        ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-    }
-
-private:
-    std::mutex m_;
-    std::vector<pthread_t> targets_;
-    unsigned long sent_ = 0;
-    std::atomic<bool> stop_{false};
-    struct sigaction old_ {};
-    bool installed_ = false;
-    std::thread sender_;
-};
-
 // A thread running an io_context until stopped, with a bounded join.
 class io_thread {
 public:
@@ -552,27 +356,11 @@ BOOST_AUTO_TEST_CASE(removed_while_the_watcher_reads_thousands_of_times) {
             watcher w(ctx, cg, fake_v2_options());
             event_log log(w);
             log.arm();
-            std::promise<void> ran;
-            auto ran_f = ran.get_future();
-            std::thread io([&] {
-                try {
-                    ctx.run();  // returns once the watcher is done: after `removed` nothing is pending
-                } catch (...) {
-                }
-                ran.set_value();
-            });
-            struct joiner {
-                asio::io_context& ctx;
-                std::thread& t;
-                ~joiner() {
-                    ctx.stop();
-                    if (t.joinable()) t.join();
-                }
-            } join_it{ctx, io};
+            run_out_thread io(ctx);  // run() returns once the watcher is done: after `removed` nothing is pending
             const std::uint64_t kills = 1 + static_cast<std::uint64_t>(i % 2);
             for (std::uint64_t k = 1; k <= kills; ++k) fake_v2_tree::write_events(cg, with(3 + k, 2 + k));
             fake_v2_tree::remove_cgroup(cg);
-            BOOST_TEST_REQUIRE((ran_f.wait_for(5s) == std::future_status::ready), "hang: no removed event");
+            BOOST_TEST_REQUIRE(io.ran_out_within(5s), "hang: no removed event");
             io.join();
             BOOST_TEST_REQUIRE(log.t[event_kind::removed] == 1u);
             BOOST_TEST(log.events.back().kind == event_kind::removed);
@@ -793,28 +581,14 @@ BOOST_AUTO_TEST_CASE(out_of_fds_on_a_fresh_io_context) {
     for (int k = 0; k <= 6; ++k) {
         BOOST_TEST_CONTEXT(k << " descriptor(s) left") {
             const auto fds_before = open_fd_count();
-            error_code ec;
-            bool opened = false;
-            std::string threw, what, what_path, wrong;
+            both_constructors r;
             {
                 asio::io_context fresh, fresh2;
                 rlimit_guard lim(limit_leaving(k));
-                try {
-                    watcher w(fresh, cg, fake_v2_options(), ec);
-                    opened = w.is_open();
-                } catch (const std::exception& e) {
-                    threw = e.what();
-                }
-                try {
-                    watcher w(fresh2, cg, fake_v2_options());
-                } catch (const cgroup_error& e) {
-                    what = e.what();
-                    what_path = e.path().string();
-                } catch (const std::exception& e) {
-                    wrong = e.what();
-                }
+                r = try_both_constructors(fresh, fresh2, cg, fake_v2_options());
                 lim.restore();
             }
+            const auto& [ec, opened, threw, what, what_path, wrong] = r;
             BOOST_TEST(threw.empty(), "the error_code constructor threw: " << threw);
             if (!opened) BOOST_TEST(ec == boost::system::errc::too_many_files_open, ec.message());
             // The second io_context had what the first left: it may fail where the
@@ -845,27 +619,15 @@ BOOST_FIXTURE_TEST_CASE(out_of_fds_a_new_watcher_fails_and_the_old_one_counts_ex
     run_ready(ctx);
     const auto fds_before = open_fd_count();
     const auto wds_before = inotify_watch_count();
-    error_code ec;
-    std::string threw, what, what_path, wrong;
+    both_constructors r;
     {
         rlimit_guard lim(limit_leaving(0));
-        try {
-            watcher w(ctx, b, fake_v2_options(), ec);
-        } catch (const std::exception& e) {
-            threw = e.what();
-        }
-        try {
-            watcher w(ctx, b, fake_v2_options());
-        } catch (const cgroup_error& e) {
-            what = e.what();
-            what_path = e.path().string();
-        } catch (const std::exception& e) {
-            wrong = e.what();
-        }
+        r = try_both_constructors(ctx, ctx, b, fake_v2_options());
         rewrite_through(a_events.get(), with(1, 1));
         run_ready(ctx);  // the watcher tries to read, and cannot
         BOOST_TEST(log.events.empty());
     }
+    const auto& [ec, opened, threw, what, what_path, wrong] = r;
     BOOST_TEST(threw.empty(), "the error_code constructor threw: " << threw);
     BOOST_TEST(ec == boost::system::errc::too_many_files_open, ec.message());
     BOOST_TEST(wrong.empty(), "not a cgroup_error: " << wrong);

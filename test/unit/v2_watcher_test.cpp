@@ -30,14 +30,6 @@ using namespace oomwatch::test;
 
 namespace {
 
-memory_counters with(std::uint64_t oom, std::uint64_t kill, std::uint64_t group = 0) {
-    memory_counters c;
-    c.oom = oom;
-    c.oom_kill = kill;
-    c.oom_group_kill = group;
-    return c;
-}
-
 struct fixture {
     asio::io_context ctx;
     fake_v2_tree tree;
