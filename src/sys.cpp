@@ -75,6 +75,15 @@ boost::system::error_code stat_path(const std::string& path, struct stat& st) {
     return {};
 }
 
+liveness check_liveness(const std::string& dir, ino_t ino, boost::system::error_code& ec) {
+    struct stat st{};
+    ec = stat_path(dir, st);
+    if (!ec) return st.st_ino == ino ? liveness::alive : liveness::gone;
+    if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device)
+        return liveness::gone;
+    return liveness::unknown;
+}
+
 boost::system::error_code stat_path(const std::filesystem::path& path, struct stat& st) {
     return stat_path(path.native(), st);
 }

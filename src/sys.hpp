@@ -46,6 +46,12 @@ boost::system::error_code read_file(const std::filesystem::path& path, std::stri
 boost::system::error_code read_file(const std::string& path, std::string& out);
 inline boost::system::error_code read_file(const char* path, std::string& out) { return read_file(std::string(path), out); }
 
+/// Whether a watched cgroup directory still exists: `alive` when `dir` is there with
+/// inode `ino`; `gone` when it is missing (ENOENT, ENODEV) or is a namesake with another
+/// inode; `unknown` when stat(2) failed otherwise (the error is in `ec`).
+enum class liveness { alive, gone, unknown };
+liveness check_liveness(const std::string& dir, ino_t ino, boost::system::error_code& ec);
+
 /// stat(2); errors are errno values in `system_category()`.
 boost::system::error_code stat_path(const std::filesystem::path& path, struct stat& st);
 boost::system::error_code stat_path(const std::string& path, struct stat& st);

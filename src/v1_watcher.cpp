@@ -38,8 +38,6 @@ namespace {
 
 error_code last_errno() { return {errno, system_category()}; }
 
-enum class liveness { alive, gone, unknown };
-
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
     v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, std::weak_ptr<watcher_state> sink)
@@ -88,11 +86,7 @@ public:
 
     void stop() noexcept override {
         std::lock_guard lk(m_);
-        stopped_ = true;
-        error_code ignored;
-        // Closing the eventfd also unregisters it: the kernel sees POLLHUP and drops the event.
-        efd_.close(ignored);
-        settle_.cancel();
+        shut_down();
     }
 
 private:
@@ -212,20 +206,24 @@ private:
         }
         OOMWATCH_LOG(info) << dir_ << ": cgroup removed";
         sink.publish_removed();
+        shut_down();
+    }
+
+    // With m_ held.
+    void shut_down() noexcept {
         stopped_ = true;
         error_code ignored;
+        // Closing the eventfd also unregisters it: the kernel sees POLLHUP and drops the event.
         efd_.close(ignored);
         settle_.cancel();
     }
 
     liveness check_alive() const {
-        struct stat st{};
-        error_code ec = stat_path(dir_, st);
-        if (!ec) return st.st_ino == ino_ ? liveness::alive : liveness::gone;  // replaced by a namesake
-        if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device)
-            return liveness::gone;
-        OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
-        return liveness::unknown;
+        error_code ec;
+        auto l = check_liveness(dir_, ino_, ec);
+        if (l == liveness::unknown)
+            OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
+        return l;
     }
 
     error_code read_counters(memory_counters& c) const {

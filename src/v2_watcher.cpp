@@ -119,12 +119,11 @@ private:
     }
 
     bool gone() const {
-        struct stat st{};
-        error_code ec = stat_path(dir_, st);
-        if (!ec) return st.st_ino != ino_;  // a namesake made after the removal is not ours
-        if (ec == boost::system::errc::no_such_file_or_directory) return true;
-        OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
-        return false;
+        error_code ec;
+        auto l = check_liveness(dir_, ino_, ec);  // a namesake made after the removal is not ours
+        if (l == liveness::unknown)
+            OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
+        return l == liveness::gone;
     }
 
     void finish_removed(watcher_state& sink) {
