@@ -56,13 +56,18 @@ std::filesystem::path normalized(const std::filesystem::path& p) {
     return n;
 }
 
+// The cgroup a path names: taken as it is with `force_version`, else looked up.
+result<cgroup_location> locate(const std::filesystem::path& cgroup, const watch_options& opts) {
+    return opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
+                              : resolve_cgroup(normalized(cgroup));
+}
+
 } // namespace
 
 watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, const watch_options& opts)
     : ex_(ex) {
     error_code ec;
-    auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
-                                  : resolve_cgroup(normalized(cgroup));
+    auto loc = locate(cgroup, opts);
     if (!loc) throw cgroup_error(loc.error(), cgroup);
     open(loc->directory, loc->version, opts, ec);
     throw_if(ec, loc->directory);
@@ -72,8 +77,7 @@ watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, c
                  error_code& ec)
     : ex_(ex) {
     ec = {};
-    auto loc = opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
-                                  : resolve_cgroup(normalized(cgroup));
+    auto loc = locate(cgroup, opts);
     if (!loc) {
         ec = loc.error();
         OOMWATCH_LOG(debug) << cgroup.string() << ": cannot watch: " << ec.message();
