@@ -24,6 +24,10 @@ public:
         case error::malformed_proc_file: return "Malformed /proc file";
         case error::watcher_closed: return "The watcher is closed";
         case error::operation_in_progress: return "Another wait for an event is already in progress";
+        case error::root_cgroup:
+            return "The root cgroup keeps no memory.events on cgroup v2; watch a cgroup below it";
+        case error::counters_vanished:
+            return "The cgroup's counters file disappeared while the cgroup remains (memory controller disabled for it?)";
         }
         return "Unknown oomwatch error " + std::to_string(ev);
     }

@@ -30,6 +30,12 @@ enum class error {
     watcher_closed,
     /// `async_next_event` was called while another `async_next_event` was still pending.
     operation_in_progress,
+    /// The root cgroup of a cgroup v2 hierarchy: the kernel keeps no `memory.events` there
+    /// (watch a cgroup below it, or the whole subtree).
+    root_cgroup,
+    /// The cgroup still exists but its counters file is gone: the memory controller was
+    /// disabled for it (removed from the parent's `cgroup.subtree_control`). Terminal.
+    counters_vanished,
 };
 
 /// The category of `oomwatch::error`; its name is `"oomwatch"`.
