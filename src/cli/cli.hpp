@@ -4,16 +4,20 @@
 #include <oomwatch/event.hpp>
 #include <oomwatch/watcher.hpp>
 
+#include <boost/system/error_code.hpp>
+
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace oomwatch::cli {
 
-/// Exit codes.
-inline constexpr int exit_ok = 0;
-inline constexpr int exit_failure = 1;
-inline constexpr int exit_usage = 2;
+/// Exit statuses (documented in --help and README.md).
+inline constexpr int exit_ok = 0;           ///< done: a signal, or every cgroup removed
+inline constexpr int exit_failure = 1;      ///< runtime failure: stdout, a watch that failed later, ...
+inline constexpr int exit_usage = 2;        ///< bad usage only
+inline constexpr int exit_cannot_watch = 3; ///< a cgroup could not be watched at start
 
 /// A console sink on stderr, "oomwatch[severity]: message"; warning and up, or
 /// debug (verbosity 1) or trace (2 and more).
@@ -25,11 +29,19 @@ std::string format_rfc3339(std::chrono::system_clock::time_point tp);
 /// One event as a single-line JSON object (no newline).
 std::string event_to_json(const oom_event& ev);
 
-/// Writes `event_to_json(ev)` and a newline to stdout, and flushes.
-void print_event(const oom_event& ev);
+/// Writes all of `text` to stdout with write(2) (retrying on EINTR, waiting on a
+/// non-blocking descriptor); the error when it cannot, e.g. ENOSPC or EPIPE.
+[[nodiscard]] boost::system::error_code write_stdout(std::string_view text);
 
-/// `oomwatch watch TARGET...`
-int run_watch(const std::vector<std::string>& targets, const watch_options& opts);
+/// Writes `event_to_json(ev)` and a newline to stdout, handed to write(2) whole (a line
+/// is never held in a buffer). Returns the error of a write that failed.
+[[nodiscard]] boost::system::error_code print_event(const oom_event& ev);
+
+/// "oomwatch: stdout: <message>" on stderr.
+void report_stdout_error(const boost::system::error_code& ec);
+
+/// `oomwatch watch TARGET...`; `verbosity` >= 1 announces each watch on stderr.
+int run_watch(const std::vector<std::string>& targets, const watch_options& opts, int verbosity);
 
 /// `oomwatch demo`
 int run_demo(const watch_options& opts);

@@ -6,7 +6,6 @@
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 #include <oomwatch/watcher.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -27,7 +26,7 @@
 #include <exception>
 #include <fstream>
 #include <iostream>
-#include <sstream>
+#include <string>
 
 namespace oomwatch::cli {
 
@@ -43,12 +42,14 @@ constexpr auto exit_timeout = 10s;   // a victim is killed in ~0.1 s
 constexpr auto event_timeout = 5s;   // events follow within milliseconds
 
 struct demo_state {
-    explicit demo_state(asio::io_context& ioc) : changed(ioc) {}
+    explicit demo_state(asio::io_context& c) : ioc(c), changed(c) {}
+    asio::io_context& ioc;
     asio::steady_timer changed;  // cancelled on every event: wakes wait_for()
     std::uint64_t oom_kills = 0;
     std::uint64_t ooms = 0;
     bool removed = false;
     bool stream_ended = false;
+    bool output_failed = false;  // stdout cannot be written: the demo is stopped
 };
 
 void notify(demo_state& st) { st.changed.cancel(); }
@@ -75,7 +76,12 @@ asio::awaitable<void> pump(watcher& w, demo_state& st) {
             }
             break;
         }
-        print_event(ev);
+        if (auto wec = print_event(ev)) {
+            report_stdout_error(wec);
+            st.output_failed = true;
+            st.ioc.stop();  // like an interrupt: destructors kill the children, remove the cgroup
+            co_return;
+        }
         switch (ev.kind) {
         case event_kind::oom_kill:
             st.oom_kills += ev.count;
@@ -132,13 +138,17 @@ asio::awaitable<bool> wait_exit(scratch::victim& v, std::chrono::steady_clock::d
     co_return false;
 }
 
-std::optional<std::uint64_t> kernel_oom_kill(const std::filesystem::path& dir) {
-    std::ifstream f(dir / "memory.oom_control");
-    std::stringstream text;
-    text << f.rdbuf();
-    auto parsed = parse_oom_control(text.str());
-    if (!parsed) return std::nullopt;
-    return parsed->oom_kill;
+// The kernel's own count of OOM kills in the cgroup: the `oom_kill` line of
+// memory.oom_control (v1) or memory.events (v2). Read here, independently of the
+// library, since this is what the demo checks the library against.
+std::optional<std::uint64_t> kernel_oom_kill(const std::filesystem::path& dir, cgroup_version v) {
+    std::ifstream f(dir / (v == cgroup_version::v1 ? "memory.oom_control" : "memory.events"));
+    std::string key;
+    std::uint64_t value = 0;
+    while (f >> key >> value) {
+        if (key == "oom_kill") return value;
+    }
+    return std::nullopt;
 }
 
 struct demo_result {
@@ -184,7 +194,7 @@ asio::awaitable<demo_result> demo(scratch::scratch_cgroup& cg, demo_state& st) {
         }
     }
 
-    res.kernel_kills = kernel_oom_kill(cg.path());
+    res.kernel_kills = kernel_oom_kill(cg.path(), cg.version());
     if (auto ec = cg.remove()) {
         std::cerr << "demo: cannot remove " << cg.path().string() << ": " << ec.message() << '\n';
         res.ok = false;
@@ -203,13 +213,13 @@ asio::awaitable<demo_result> demo(scratch::scratch_cgroup& cg, demo_state& st) {
 int run_demo(const watch_options& opts) {
     if (::geteuid() != 0) {
         std::cerr << "oomwatch demo: must run as root (it creates a memory cgroup and moves processes into it)\n";
-        return exit_usage;
+        return exit_failure;
     }
     auto hierarchy = find_memory_hierarchy();
     if (!hierarchy) {
         std::cerr << "oomwatch demo: no memory cgroup hierarchy on this machine: " << hierarchy.error().message()
                   << '\n';
-        return exit_usage;
+        return exit_failure;
     }
 
     asio::io_context ioc(1);
@@ -250,6 +260,7 @@ int run_demo(const watch_options& opts) {
     });
     ioc.run();
 
+    if (st.output_failed) return exit_failure;  // reported already
     if (interrupted || !result) {
         std::cerr << "demo: interrupted\n";
         return exit_failure;

@@ -18,7 +18,7 @@ namespace {
 using namespace oomwatch;
 
 constexpr std::string_view usage_text =
-    R"(Usage: oomwatch [options] watch CGROUP...
+    R"usage(Usage: oomwatch [options] watch CGROUP...
        oomwatch [options] demo
        oomwatch --help | --version
 
@@ -43,17 +43,42 @@ Options:
                     event is always reported.
   --local           cgroup v2: count this cgroup alone (memory.events.local), not its
                     descendants.
-  -v, --verbose     Show the library's debug log on stderr (twice: trace).
+  -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
+                    also print "oomwatch: watching DIR (cgroup vN)" on stderr for
+                    every cgroup once all of them are armed: an OOM from then on is
+                    reported.
   -h, --help        Show this help.
   --version         Show the version.
 
-Exit status: 0 when done (a signal, or every cgroup removed), 1 on a runtime error,
-2 on bad usage or when a cgroup cannot be watched.
-)";
+Output: each line is handed to write(2) whole, never held in a buffer. When stdout
+cannot be written (a full disk, a pipe whose reader is gone while SIGPIPE is ignored),
+oomwatch stops every watch, prints "oomwatch: stdout: REASON" on stderr and exits 1.
+With SIGPIPE at its default, a closed pipe kills it with SIGPIPE as usual.
+
+Exit status:
+  0  done: SIGINT or SIGTERM, or every watched cgroup was removed.
+  1  runtime failure: stdout cannot be written, or a watch failed after it started
+     ("oomwatch: CGROUP: REASON" on stderr; every other watch is stopped too); for
+     demo: a kill not reported exactly once, or the demo could not run.
+  2  bad usage: an unknown option, command or event kind, a missing or malformed
+     argument.
+  3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
+     denied, no memory controller, the cgroup v2 root, no such process, ...
+     ("oomwatch: CGROUP: REASON" on stderr, before any output; nothing is watched).
+)usage";
 
 int usage_error(std::string_view message) {
     std::cerr << "oomwatch: " << message << "\nTry 'oomwatch --help'.\n";
     return cli::exit_usage;
+}
+
+// --help and --version: output errors count here too (`oomwatch --help > /dev/full`).
+int print_or_fail(std::string_view text) {
+    if (auto ec = cli::write_stdout(text)) {
+        cli::report_stdout_error(ec);
+        return cli::exit_failure;
+    }
+    return cli::exit_ok;
 }
 
 bool parse_kinds(std::string_view list, kind_set& out, std::string& bad) {
@@ -91,11 +116,9 @@ int run(int argc, char** argv) {
         if (arg == "--") {
             options_done = true;
         } else if (arg == "-h" || arg == "--help") {
-            std::cout << usage_text;
-            return cli::exit_ok;
+            return print_or_fail(usage_text);
         } else if (arg == "--version") {
-            std::cout << "oomwatch " << OOMWATCH_VERSION << '\n';
-            return cli::exit_ok;
+            return print_or_fail("oomwatch " OOMWATCH_VERSION "\n");
         } else if (arg == "-v" || arg == "--verbose") {
             ++verbosity;
         } else if (arg == "-vv") {
@@ -128,7 +151,7 @@ int run(int argc, char** argv) {
     const std::string& command = positional.front();
     if (command == "watch") {
         if (positional.size() < 2) return usage_error("watch needs at least one cgroup");
-        return cli::run_watch({positional.begin() + 1, positional.end()}, opts);
+        return cli::run_watch({positional.begin() + 1, positional.end()}, opts, verbosity);
     }
     if (command == "demo") {
         if (positional.size() > 1) return usage_error("demo takes no arguments");

@@ -9,7 +9,12 @@
 #include <boost/log/expressions.hpp>
 #include <boost/log/expressions/keyword.hpp>
 #include <boost/log/utility/setup/console.hpp>
+#include <boost/system/errc.hpp>
 
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -72,8 +77,41 @@ std::string event_to_json(const oom_event& ev) {
     return boost::json::serialize(obj);
 }
 
-void print_event(const oom_event& ev) {
-    std::cout << event_to_json(ev) << '\n' << std::flush;  // one line per event, for pipes
+boost::system::error_code write_stdout(std::string_view text) {
+    const char* p = text.data();
+    std::size_t left = text.size();
+    while (left > 0) {
+        const ssize_t n = ::write(STDOUT_FILENO, p, left);
+        if (n > 0) {
+            p += n;
+            left -= static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n == 0) return boost::system::errc::make_error_code(boost::system::errc::io_error);
+        const int err = errno;
+        if (err == EINTR) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) {
+            // Someone made the (shared) descriptor non-blocking: wait until it takes more,
+            // as a blocking write would.
+            pollfd pfd{STDOUT_FILENO, POLLOUT, 0};
+            if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+                return {errno, boost::system::system_category()};
+            }
+            continue;
+        }
+        return {err, boost::system::system_category()};
+    }
+    return {};
+}
+
+boost::system::error_code print_event(const oom_event& ev) {
+    std::string line = event_to_json(ev);
+    line += '\n';
+    return write_stdout(line);  // the whole line at once: nothing waits in a buffer, for pipes
+}
+
+void report_stdout_error(const boost::system::error_code& ec) {
+    std::cerr << "oomwatch: stdout: " << ec.message() << '\n';
 }
 
 } // namespace oomwatch::cli

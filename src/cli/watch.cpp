@@ -51,37 +51,57 @@ struct watch_state {
     std::vector<watcher>& watchers;
     asio::signal_set& signals;
     std::size_t running = 0;
-    bool failed = false;
+    bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
+    int status = exit_ok;
 };
 
+// Stops every watcher (their pending waits complete, so every pump ends) and the signal
+// wait: the io_context then runs out of work and run_watch returns. Idempotent.
 void stop_all(watch_state& st) {
+    st.stopping = true;
     for (auto& w : st.watchers) w.close();
     st.signals.cancel();
+}
+
+// A failure: remember it, stop everything. The first message is the one printed.
+void fail(watch_state& st) {
+    st.status = exit_failure;
+    stop_all(st);
 }
 
 asio::awaitable<void> pump(watcher& w, watch_state& st) {
     const std::string name = w.cgroup().string();
     for (;;) {
         auto [ec, ev] = co_await w.async_next_event(asio::as_tuple(asio::use_awaitable));
+        if (st.stopping) break;  // an event that raced with the shutdown is not printed
         if (ec) {
             // Aborted or closed: we are shutting down. Removed: seen as the event already.
             if (ec != asio::error::operation_aborted && ec != error::watcher_closed &&
                 ec != error::cgroup_removed) {
                 std::cerr << "oomwatch: " << name << ": " << ec.message() << '\n';
-                st.failed = true;
+                fail(st);
             }
             break;
         }
-        print_event(ev);
+        if (auto wec = print_event(ev)) {
+            // Nobody can read what we report any more (/dev/full, a closed pipe with
+            // SIGPIPE ignored, ...): carrying on would only discard events.
+            report_stdout_error(wec);
+            fail(st);
+            break;
+        }
         if (ev.kind == event_kind::removed) break;  // always the last one
     }
-    if (--st.running == 0) stop_all(st);  // every cgroup removed (or failed)
+    if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
 }
 
 } // namespace
 
-int run_watch(const std::vector<std::string>& targets, const watch_options& opts) {
+int run_watch(const std::vector<std::string>& targets, const watch_options& opts, int verbosity) {
     asio::io_context ioc(1);
+    // First: from the moment a watch is announced, SIGINT and SIGTERM end it cleanly.
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+
     std::vector<watcher> watchers;
     watchers.reserve(targets.size());  // the pumps hold references: no reallocation later
 
@@ -90,7 +110,7 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
         bool malformed = false;
         const auto pid = parse_pid_target(target, malformed);
         if (malformed) {
-            std::cerr << "oomwatch: " << target << ": not a process ID\n";
+            std::cerr << "oomwatch: " << target << ": not a process ID\nTry 'oomwatch --help'.\n";
             return exit_usage;
         }
         boost::system::error_code ec;
@@ -101,11 +121,18 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
         }
         if (ec) {
             std::cerr << "oomwatch: " << target << ": " << ec.message() << '\n';
-            return exit_usage;
+            return exit_cannot_watch;
         }
     }
 
-    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    // Every watch is armed once its constructor returned: an OOM from now on is reported.
+    if (verbosity >= 1) {
+        for (const auto& w : watchers) {
+            std::cerr << "oomwatch: watching " << w.cgroup().string() << " (cgroup v"
+                      << static_cast<int>(w.version()) << ")\n";
+        }
+    }
+
     watch_state st{watchers, signals};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
@@ -119,7 +146,7 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
         asio::co_spawn(ioc, pump(w, st), rethrow);
     }
     ioc.run();
-    return st.failed ? exit_failure : exit_ok;
+    return st.status;
 }
 
 } // namespace oomwatch::cli

@@ -1,0 +1,618 @@
+// Tests of the built `oomwatch` program, run as a child process: arguments and exit
+// statuses, JSON lines for real OOM kills, signals, removal, and what happens when
+// stdout cannot be written (/dev/full, a pipe nobody reads with SIGPIPE ignored).
+//
+// Every wait is bounded: the child's output and exit are awaited with poll(2) on its
+// pipes and a pidfd, with a deadline; a child still running at the end of a test is
+// killed and reaped by its destructor, and scratch cgroups are removed by theirs.
+#define BOOST_TEST_MODULE oomwatch_cli_tests
+#include "test_support.hpp"
+
+#include "scratch/scratch_cgroup.hpp"
+
+#include <oomwatch/oomwatch.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#ifndef OOMWATCH_CLI_PATH
+#error "OOMWATCH_CLI_PATH (the built oomwatch program) must be defined"
+#endif
+#ifndef OOMWATCH_EXPECTED_VERSION
+#error "OOMWATCH_EXPECTED_VERSION must be defined"
+#endif
+
+using namespace oomwatch;
+using namespace oomwatch::test;
+using namespace std::chrono_literals;
+
+using oomwatch::test::log_to_stderr;
+BOOST_TEST_GLOBAL_FIXTURE(log_to_stderr);
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+// Exit statuses of the tool (its --help and README.md say the same).
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+constexpr int exit_cannot_watch = 3;
+
+[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
+// A descriptor, closed by the destructor.
+class fd_guard {
+public:
+    fd_guard() = default;
+    explicit fd_guard(int fd) : fd_(fd) {}
+    fd_guard(fd_guard&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    fd_guard& operator=(fd_guard&& o) noexcept {
+        if (this != &o) {
+            reset();
+            fd_ = std::exchange(o.fd_, -1);
+        }
+        return *this;
+    }
+    ~fd_guard() { reset(); }
+    int get() const { return fd_; }
+    explicit operator bool() const { return fd_ >= 0; }
+    void reset() {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+struct pipe_pair {
+    fd_guard read, write;
+    pipe_pair() {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+        read = fd_guard(fds[0]);
+        write = fd_guard(fds[1]);
+    }
+};
+
+enum class stdout_to {
+    pipe,         // a pipe this test reads
+    dev_full,     // /dev/full: every write fails with ENOSPC
+    closed_pipe,  // a pipe whose read end is closed before the program runs
+};
+
+struct spawn_options {
+    stdout_to out = stdout_to::pipe;
+    bool ignore_sigpipe = false;  // SIG_IGN survives exec, as under systemd
+};
+
+// The oomwatch program running as a child, with its stdout and stderr collected.
+// The destructor kills (SIGKILL) and reaps it if it is still running.
+class cli_process {
+public:
+    cli_process(const std::vector<std::string>& args, spawn_options opt = {}) {
+        std::vector<std::string> argv_storage;
+        argv_storage.emplace_back(OOMWATCH_CLI_PATH);
+        argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+        std::vector<char*> argv;
+        for (auto& a : argv_storage) argv.push_back(a.data());
+        argv.push_back(nullptr);
+
+        // Everything the child needs is prepared before fork: after it, the child only
+        // makes async-signal-safe calls.
+        pipe_pair err;
+        std::optional<pipe_pair> out;
+        fd_guard full;
+        if (opt.out == stdout_to::dev_full) {
+            full = fd_guard(::open("/dev/full", O_WRONLY | O_CLOEXEC));
+            if (!full) throw_errno("open /dev/full");
+        } else {
+            out.emplace();
+        }
+        fd_guard null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!null) throw_errno("open /dev/null");
+        const int child_out = out ? out->write.get() : full.get();
+        const int child_err = err.write.get();
+        const bool ignore = opt.ignore_sigpipe;
+        const char* path = argv_storage.front().c_str();
+
+        pid_ = ::fork();
+        if (pid_ < 0) throw_errno("fork");
+        if (pid_ == 0) {
+            // dup2 clears FD_CLOEXEC on the copies; everything else closes at exec.
+            if (::dup2(null.get(), 0) < 0 || ::dup2(child_out, 1) < 0 || ::dup2(child_err, 2) < 0) ::_exit(126);
+            sigset_t none;
+            ::sigemptyset(&none);
+            ::sigprocmask(SIG_SETMASK, &none, nullptr);
+            struct sigaction sa {};
+            sa.sa_handler = ignore ? SIG_IGN : SIG_DFL;
+            ::sigemptyset(&sa.sa_mask);
+            ::sigaction(SIGPIPE, &sa, nullptr);
+            ::execv(path, argv.data());
+            static const char msg[] = "cli_test: execv failed\n";
+            [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+            ::_exit(127);
+        }
+        const long pidfd = ::syscall(SYS_pidfd_open, pid_, 0);
+        if (pidfd < 0) {
+            const int e = errno;
+            kill_and_reap();
+            throw std::system_error(e, std::generic_category(), "pidfd_open");
+        }
+        pidfd_ = fd_guard(static_cast<int>(pidfd));
+        // Only the child holds the write ends now: EOF comes when it exits.
+        err_ = std::move(err.read);
+        if (out) {
+            if (opt.out == stdout_to::pipe) out_ = std::move(out->read);
+            // closed_pipe: both ends close here; the child's writes get EPIPE/SIGPIPE.
+        }
+        for (int fd : {out_.get(), err_.get()}) {
+            if (fd >= 0) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+        }
+    }
+
+    cli_process(const cli_process&) = delete;
+    cli_process& operator=(const cli_process&) = delete;
+    ~cli_process() { kill_and_reap(); }
+
+    pid_t pid() const { return pid_; }
+    const std::string& out() const { return out_text_; }
+    const std::string& err() const { return err_text_; }
+    const std::optional<int>& status() const { return status_; }
+
+    void send(int sig) const {
+        if (!status_) BOOST_TEST_REQUIRE(::kill(pid_, sig) == 0, "kill: " << std::strerror(errno));
+    }
+
+    /// Collects output and the exit until `done()` holds or `timeout` passed (true when
+    /// it holds). Never blocks beyond the deadline.
+    bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+        const auto deadline = clock_type::now() + timeout;
+        while (!done()) {
+            pollfd fds[3];
+            nfds_t n = 0;
+            if (out_) fds[n++] = {out_.get(), POLLIN, 0};
+            if (err_) fds[n++] = {err_.get(), POLLIN, 0};
+            if (!status_) fds[n++] = {pidfd_.get(), POLLIN, 0};
+            if (n == 0) return done();  // exited, and all output read: nothing more can change
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock_type::now());
+            if (left <= 0ms) return false;
+            const int r = ::poll(fds, n, static_cast<int>(std::min<std::chrono::milliseconds::rep>(left.count(), 1000)));
+            if (r < 0 && errno != EINTR) throw_errno("poll");
+            drain(out_, out_text_);
+            drain(err_, err_text_);
+            if (!status_) reap(false);
+        }
+        return true;
+    }
+
+    /// Waits (bounded) for the exit and the end of its output; the wait status, or
+    /// nothing on timeout (the destructor kills it then).
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout = 10s) {
+        run_until([&] { return status_ && !out_ && !err_; }, timeout);
+        return status_;
+    }
+
+    /// The number of times `needle` occurs in stderr.
+    std::size_t err_count(std::string_view needle) const {
+        std::size_t count = 0;
+        for (auto pos = err_text_.find(needle); pos != std::string::npos; pos = err_text_.find(needle, pos + 1)) {
+            ++count;
+        }
+        return count;
+    }
+
+private:
+    static void drain(fd_guard& fd, std::string& text) {
+        if (!fd) return;
+        char buf[4096];
+        for (;;) {
+            const ssize_t r = ::read(fd.get(), buf, sizeof buf);
+            if (r > 0) {
+                text.append(buf, static_cast<std::size_t>(r));
+                continue;
+            }
+            if (r < 0 && errno == EINTR) continue;
+            if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) fd.reset();  // EOF or error
+            return;
+        }
+    }
+
+    void reap(bool block_bounded) {
+        if (status_ || pid_ <= 0) return;
+        // Bounded: after SIGKILL the child is gone within milliseconds; 10 s at most.
+        const auto deadline = clock_type::now() + (block_bounded ? 10s : 0s);
+        for (;;) {
+            int st = 0;
+            const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+            if (r == pid_) {
+                status_ = st;
+                return;
+            }
+            if (r < 0 && errno != EINTR) return;
+            if (r < 0) continue;
+            if (clock_type::now() >= deadline) return;
+            if (pidfd_) {
+                pollfd p{pidfd_.get(), POLLIN, 0};
+                ::poll(&p, 1, 100);
+            } else {
+                ::usleep(10000);  // no pidfd (its creation failed): a short, bounded poll
+            }
+        }
+    }
+
+    void kill_and_reap() noexcept {
+        if (pid_ <= 0 || status_) return;
+        ::kill(pid_, SIGKILL);
+        reap(true);
+    }
+
+    pid_t pid_ = -1;
+    fd_guard pidfd_, out_, err_;
+    std::string out_text_, err_text_;
+    std::optional<int> status_;
+};
+
+bool exited_with(const std::optional<int>& status, int code) {
+    return status && WIFEXITED(*status) && WEXITSTATUS(*status) == code;
+}
+
+std::string describe(const std::optional<int>& status) {
+    if (!status) return "still running (timed out)";
+    if (WIFEXITED(*status)) return "exit status " + std::to_string(WEXITSTATUS(*status));
+    if (WIFSIGNALED(*status)) return "killed by signal " + std::to_string(WTERMSIG(*status));
+    return "wait status " + std::to_string(*status);
+}
+
+#define CHECK_EXIT(proc, code, timeout)                                                              \
+    do {                                                                                             \
+        auto st_ = (proc).wait_exit(timeout);                                                        \
+        BOOST_TEST(exited_with(st_, code), "expected exit status " << (code) << ", got " << describe(st_) \
+                                                                   << "; stderr: " << (proc).err()); \
+    } while (0)
+
+// Runs the program to its end (bounded) and checks the exit status.
+struct finished_run {
+    explicit finished_run(const std::vector<std::string>& args, spawn_options opt = {}) : p(args, opt) {
+        status = p.wait_exit(10s);
+    }
+    cli_process p;
+    std::optional<int> status;
+};
+
+std::string fresh_name(std::string_view prefix) { return std::string(prefix) + "-" + scratch::unique_suffix(); }
+
+// One parsed JSON line of `oomwatch watch`.
+struct json_line {
+    std::string cgroup, kind, time;
+    std::uint64_t count = 0;
+    std::int64_t version = 0;
+    boost::json::object counters;
+};
+
+// Parses every line of the program's stdout; fails the test on a line that is not the
+// expected JSON object (all keys present, with the right types).
+std::vector<json_line> parse_lines(const std::string& out) {
+    std::vector<json_line> lines;
+    std::string_view rest = out;
+    while (!rest.empty()) {
+        const auto nl = rest.find('\n');
+        BOOST_TEST_REQUIRE(nl != std::string_view::npos, "unterminated line on stdout: " << rest);
+        const auto text = rest.substr(0, nl);
+        rest.remove_prefix(nl + 1);
+        boost::system::error_code ec;
+        auto v = boost::json::parse(text, ec);
+        BOOST_TEST_REQUIRE(!ec, "not JSON: " << text << " (" << ec.message() << ")");
+        BOOST_TEST_REQUIRE(v.is_object(), "not an object: " << text);
+        const auto& o = v.as_object();
+        try {
+            json_line l;
+            l.cgroup = o.at("cgroup").as_string().c_str();
+            l.kind = o.at("kind").as_string().c_str();
+            l.time = o.at("time").as_string().c_str();
+            l.count = o.at("count").to_number<std::uint64_t>();
+            l.version = o.at("version").as_int64();
+            l.counters = o.at("counters").as_object();
+            lines.push_back(std::move(l));
+        } catch (const std::exception& e) {
+            BOOST_TEST_REQUIRE(false, "malformed event line " << text << ": " << e.what());
+        }
+    }
+    return lines;
+}
+
+std::uint64_t total(const std::vector<json_line>& lines, std::string_view kind) {
+    std::uint64_t n = 0;
+    for (const auto& l : lines) {
+        if (l.kind == kind) n += l.count;
+    }
+    return n;
+}
+
+// How many complete lines of stdout have `"kind":"<kind>"`: cheap enough to poll on.
+std::uint64_t lines_of_kind(const std::string& out, std::string_view kind) {
+    const std::string needle = "\"kind\":\"" + std::string(kind) + "\"";
+    std::uint64_t n = 0;
+    for (auto pos = out.find(needle); pos != std::string::npos; pos = out.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+// The line `oomwatch -v watch` prints on stderr once every watch is armed.
+std::string armed_line(const scratch::scratch_cgroup& cg) {
+    return "oomwatch: watching " + cg.path().string() + " (cgroup v" + std::to_string(static_cast<int>(cg.version())) +
+           ")\n";
+}
+
+// Waits until the program announced that it watches `cg` (bounded).
+void require_armed(cli_process& p, const scratch::scratch_cgroup& cg) {
+    const auto line = armed_line(cg);
+    const bool armed = p.run_until([&] { return p.err().find(line) != std::string::npos || p.status(); }, 10s);
+    BOOST_TEST_REQUIRE(armed, "no '" << line.substr(0, line.size() - 1) << "' on stderr within 10 s; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended early (" << describe(p.status()) << "); stderr: " << p.err());
+}
+
+} // namespace
+
+// ---- no cgroups needed ----------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(cli_usage)
+
+BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
+    finished_run r({"--help"});
+    BOOST_TEST(exited_with(r.status, exit_ok), describe(r.status));
+    const auto& out = r.p.out();
+    BOOST_TEST(out.starts_with("Usage: oomwatch"));
+    BOOST_TEST(out.find("Exit status:") != std::string::npos);
+    BOOST_TEST(out.find("  0  done") != std::string::npos);
+    BOOST_TEST(out.find("  1  runtime failure") != std::string::npos);
+    BOOST_TEST(out.find("  2  bad usage") != std::string::npos);
+    BOOST_TEST(out.find("  3  a CGROUP cannot be watched") != std::string::npos);
+    BOOST_TEST(out.find("oomwatch: watching DIR") != std::string::npos);  // the -v readiness line
+    BOOST_TEST(r.p.err().empty(), r.p.err());
+    finished_run h({"-h"});
+    BOOST_TEST(exited_with(h.status, exit_ok), describe(h.status));
+    BOOST_TEST(h.p.out() == out);
+}
+
+BOOST_AUTO_TEST_CASE(help_to_a_full_device_exits_1) {
+    finished_run r({"--help"}, {.out = stdout_to::dev_full});
+    BOOST_TEST(exited_with(r.status, exit_failure), describe(r.status));
+    BOOST_TEST(r.p.err() == "oomwatch: stdout: No space left on device\n");
+}
+
+BOOST_AUTO_TEST_CASE(version_prints_the_project_version) {
+    finished_run r({"--version"});
+    BOOST_TEST(exited_with(r.status, exit_ok), describe(r.status));
+    BOOST_TEST(r.p.out() == "oomwatch " OOMWATCH_EXPECTED_VERSION "\n");
+    BOOST_TEST(r.p.err().empty(), r.p.err());
+}
+
+// Bad usage: exit status 2, a message on stderr, nothing on stdout.
+void check_usage_error(const std::vector<std::string>& args, std::string_view message) {
+    finished_run r(args);
+    BOOST_TEST(exited_with(r.status, exit_usage), describe(r.status) << "; stderr: " << r.p.err());
+    BOOST_TEST(r.p.err().find(message) != std::string::npos, "stderr lacks '" << message << "': " << r.p.err());
+    BOOST_TEST(r.p.out().empty(), "stdout: " << r.p.out());
+}
+
+BOOST_AUTO_TEST_CASE(unknown_option_is_bad_usage) {
+    check_usage_error({"--bogus", "watch", "/tmp"}, "oomwatch: unknown option '--bogus'\nTry 'oomwatch --help'.\n");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_event_kind_is_bad_usage) {
+    check_usage_error({"--kinds", "oom,nonsense", "watch", "/tmp"}, "oomwatch: unknown event kind 'nonsense' in --kinds\n");
+    check_usage_error({"--kinds=bogus", "watch", "/tmp"}, "oomwatch: unknown event kind 'bogus' in --kinds\n");
+    check_usage_error({"watch", "/tmp", "--kinds"}, "oomwatch: --kinds needs a value\n");
+}
+
+BOOST_AUTO_TEST_CASE(watch_without_a_cgroup_is_bad_usage) {
+    check_usage_error({"watch"}, "oomwatch: watch needs at least one cgroup\n");
+}
+
+BOOST_AUTO_TEST_CASE(no_command_or_an_unknown_one_is_bad_usage) {
+    check_usage_error({}, "Usage: oomwatch");
+    check_usage_error({"frobnicate"}, "oomwatch: unknown command 'frobnicate'\n");
+    check_usage_error({"demo", "extra"}, "oomwatch: demo takes no arguments\n");
+}
+
+BOOST_AUTO_TEST_CASE(a_malformed_process_id_is_bad_usage) {
+    check_usage_error({"watch", "pid:abc"}, "oomwatch: pid:abc: not a process ID\n");
+    check_usage_error({"watch", "0"}, "oomwatch: 0: not a process ID\n");
+}
+
+// A cgroup that cannot be watched: its own status, the path and the reason on stderr
+// ("oomwatch: PATH: REASON", REASON being the library's message), nothing on stdout.
+void check_cannot_watch(const std::vector<std::string>& args, const std::string& target, std::string_view reason) {
+    finished_run r(args);
+    BOOST_TEST(exited_with(r.status, exit_cannot_watch), describe(r.status) << "; stderr: " << r.p.err());
+    const std::string prefix = "oomwatch: " + target + ": ";
+    BOOST_TEST(r.p.err().starts_with(prefix), "stderr: " << r.p.err());
+    if (!reason.empty()) BOOST_TEST(r.p.err() == prefix + std::string(reason) + "\n");
+    BOOST_TEST(r.p.err().size() > prefix.size() + 1, "no reason given: " << r.p.err());
+    BOOST_TEST(r.p.out().empty(), "stdout: " << r.p.out());
+}
+
+BOOST_AUTO_TEST_CASE(a_missing_path_cannot_be_watched) {
+    const std::string missing = "/tmp/" + fresh_name("oomwatch-cli-missing");
+    check_cannot_watch({"watch", missing}, missing, std::strerror(ENOENT));
+}
+
+BOOST_AUTO_TEST_CASE(a_directory_that_is_no_cgroup_cannot_be_watched) {
+    const auto reason = make_error_code(error::not_a_cgroup).message();
+    check_cannot_watch({"watch", "/tmp"}, "/tmp", reason);
+    // After --, what looks like an option is a path.
+    check_cannot_watch({"watch", "--", "/tmp"}, "/tmp", reason);
+}
+
+BOOST_AUTO_TEST_CASE(a_process_that_does_not_exist_cannot_be_watched) {
+    check_cannot_watch({"watch", "pid:2147483647"}, "pid:2147483647", {});  // above any pid_max
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- real cgroups, real OOM kills --------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(cli_kernel, *boost::unit_test::precondition(kernel_precondition{}))
+
+BOOST_FIXTURE_TEST_CASE(an_oom_kill_is_reported_as_json_lines, scratch_oom) {
+    cli_process p({"-v", "watch", cg->path().string()});
+    require_armed(p, *cg);
+    oom_kill_one(cg->path());
+    BOOST_TEST_REQUIRE(p.run_until([&] { return lines_of_kind(p.out(), "oom_kill") >= 1 || p.status(); }),
+                       "no oom_kill line within 10 s; stdout: " << p.out() << "; stderr: " << p.err());
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+
+    const auto lines = parse_lines(p.out());
+    BOOST_TEST_REQUIRE(!lines.empty());
+    BOOST_TEST(total(lines, "oom_kill") == 1u);  // one kill, exactly one reported
+    BOOST_TEST(total(lines, "oom") >= 1u);
+    BOOST_TEST(total(lines, "removed") == 0u);
+    BOOST_TEST(lines.front().kind == "oom");  // the limit is hit before the kill
+    for (const auto& l : lines) {
+        BOOST_TEST(l.cgroup == cg->path().string());
+        BOOST_TEST(l.version == static_cast<int>(cg->version()));
+        BOOST_TEST(l.count >= 1u);
+        BOOST_TEST(l.time.size() == std::string_view("2026-11-30T05:01:02.123456Z").size(), l.time);
+        BOOST_TEST(l.time.ends_with("Z"));
+    }
+    const auto kill_line = std::find_if(lines.begin(), lines.end(), [](auto& l) { return l.kind == "oom_kill"; });
+    BOOST_TEST_REQUIRE((kill_line != lines.end()));
+    BOOST_TEST(kill_line->counters.at("oom_kill").to_number<std::uint64_t>() == 1u);
+    BOOST_TEST(p.err().find("oomwatch: stdout") == std::string::npos, p.err());
+}
+
+BOOST_FIXTURE_TEST_CASE(rmdir_of_the_watched_cgroup_gives_removed_and_exit_0, scratch_oom) {
+    cli_process p({"-v", "watch", cg->path().string()});
+    require_armed(p, *cg);
+    BOOST_TEST_REQUIRE(!cg->remove());
+    CHECK_EXIT(p, exit_ok, 10s);
+    const auto lines = parse_lines(p.out());
+    BOOST_TEST_REQUIRE(lines.size() == 1u, "stdout: " << p.out());
+    BOOST_TEST(lines.back().kind == "removed");
+    BOOST_TEST(lines.back().count == 1u);
+    BOOST_TEST(lines.back().cgroup == cg->path().string());
+}
+
+BOOST_FIXTURE_TEST_CASE(exit_0_only_once_every_cgroup_is_removed, scratch_oom) {
+    auto other = make_scratch_cgroup("oomwatch-cli-b", oom_limit);
+    cli_process p({"-v", "watch", cg->path().string(), other.path().string()});
+    require_armed(p, *cg);
+    require_armed(p, other);
+    BOOST_TEST_REQUIRE(!cg->remove());
+    BOOST_TEST_REQUIRE(p.run_until([&] { return lines_of_kind(p.out(), "removed") >= 1 || p.status(); }));
+    // The other one is still watched: an OOM kill in it is reported.
+    oom_kill_one(other.path());
+    BOOST_TEST_REQUIRE(p.run_until([&] { return lines_of_kind(p.out(), "oom_kill") >= 1 || p.status(); }),
+                       "stdout: " << p.out() << "; stderr: " << p.err());
+    BOOST_TEST(!p.status(), "ended after the first removal: " << describe(p.status()));
+    BOOST_TEST_REQUIRE(!other.remove());
+    CHECK_EXIT(p, exit_ok, 10s);
+    const auto lines = parse_lines(p.out());
+    BOOST_TEST(total(lines, "removed") == 2u);
+    BOOST_TEST(total(lines, "oom_kill") == 1u);
+    BOOST_TEST_REQUIRE(!lines.empty());
+    BOOST_TEST(lines.back().kind == "removed");
+    BOOST_TEST(lines.back().cgroup == other.path().string());
+}
+
+BOOST_FIXTURE_TEST_CASE(sigterm_or_sigint_while_idle_exits_0, scratch_oom) {
+    for (int sig : {SIGTERM, SIGINT}) {
+        BOOST_TEST_CONTEXT("signal " << sig) {
+            cli_process p({"-v", "watch", cg->path().string()});
+            require_armed(p, *cg);
+            p.send(sig);
+            CHECK_EXIT(p, exit_ok, 5s);
+            BOOST_TEST(p.out().empty(), "stdout: " << p.out());
+        }
+    }
+}
+
+BOOST_FIXTURE_TEST_CASE(a_process_is_watched_through_its_memory_cgroup, scratch_oom) {
+    // A sleeping child of this test, moved into the scratch cgroup; killed and reaped
+    // by the guard (and by the cgroup's removal) whatever happens.
+    const pid_t pid = ::fork();
+    BOOST_TEST_REQUIRE(pid >= 0, "fork: " << std::strerror(errno));
+    if (pid == 0) {
+        for (;;) ::pause();
+    }
+    struct reaper {
+        pid_t pid;
+        ~reaper() {
+            ::kill(pid, SIGKILL);
+            const auto deadline = clock_type::now() + 10s;  // bounded, though SIGKILL takes milliseconds
+            int st = 0;
+            while (::waitpid(pid, &st, WNOHANG) == 0 && clock_type::now() < deadline) ::usleep(1000);
+        }
+    } guard{pid};
+    BOOST_TEST_REQUIRE(!cg->write_file("cgroup.procs", std::to_string(pid)));
+    for (const std::string& target : {"pid:" + std::to_string(pid), std::to_string(pid)}) {
+        BOOST_TEST_CONTEXT(target) {
+            cli_process p({"-v", "watch", target});
+            require_armed(p, *cg);
+            p.send(SIGTERM);
+            CHECK_EXIT(p, exit_ok, 5s);
+        }
+    }
+}
+
+BOOST_FIXTURE_TEST_CASE(one_cgroup_that_cannot_be_watched_stops_everything_before_output, scratch_oom) {
+    const auto missing = (cg->path() / "no-such-child").string();
+    finished_run r({"watch", cg->path().string(), missing});
+    BOOST_TEST(exited_with(r.status, exit_cannot_watch), describe(r.status) << "; stderr: " << r.p.err());
+    BOOST_TEST(r.p.err() == "oomwatch: " + missing + ": " + std::strerror(ENOENT) + "\n");
+    BOOST_TEST(r.p.out().empty());
+}
+
+// stdout cannot be written: exit 1 with the reason, as soon as the first event is due,
+// with two cgroups watched (the other watch must be stopped too, or it would not exit).
+void check_output_error(scratch_oom& f, spawn_options opt, std::string_view message) {
+    auto other = make_scratch_cgroup("oomwatch-cli-b", oom_limit);
+    cli_process p({"-v", "watch", f.cg->path().string(), other.path().string()}, opt);
+    require_armed(p, *f.cg);
+    require_armed(p, other);
+    oom_kill_one(f.cg->path());
+    CHECK_EXIT(p, exit_failure, 10s);
+    BOOST_TEST(p.err_count(message) == 1u, "stderr: " << p.err());
+    BOOST_TEST(p.out().empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(stdout_on_a_full_device_exits_1, scratch_oom) {
+    check_output_error(*this, {.out = stdout_to::dev_full}, "oomwatch: stdout: No space left on device\n");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_closed_pipe_with_sigpipe_ignored_exits_1, scratch_oom) {
+    check_output_error(*this, {.out = stdout_to::closed_pipe, .ignore_sigpipe = true},
+                       "oomwatch: stdout: Broken pipe\n");
+}
+
+BOOST_FIXTURE_TEST_CASE(a_closed_pipe_with_sigpipe_at_its_default_kills_it, scratch_oom) {
+    cli_process p({"-v", "watch", cg->path().string()}, {.out = stdout_to::closed_pipe});
+    require_armed(p, *cg);
+    oom_kill_one(cg->path());
+    const auto st = p.wait_exit(10s);
+    BOOST_TEST((st && WIFSIGNALED(*st) && WTERMSIG(*st) == SIGPIPE), describe(st) << "; stderr: " << p.err());
+}
+
+BOOST_AUTO_TEST_SUITE_END()

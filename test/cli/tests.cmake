@@ -1,0 +1,21 @@
+# Tests of the built `oomwatch` program (src/cli), run as a child process: arguments,
+# exit statuses, JSON lines for real OOM kills, signals, removal, output errors.
+# Included from test/CMakeLists.txt. Only with the tool (OOMWATCH_BUILD_TOOLS); the
+# sanitizer builds turn it off, and then this test does not exist.
+#
+#   cli   oomwatch_cli_tests: the usage cases run anywhere; the real-kernel ones
+#         (suite cli_kernel) need root and a memory cgroup hierarchy, and skip without
+#         them unless OOMWATCH_REQUIRE_KERNEL=1, which makes them fail instead.
+if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
+  find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json)
+  add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp)
+  target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json oomwatch_warnings)
+  target_compile_definitions(oomwatch_cli_tests PRIVATE
+    OOMWATCH_CLI_PATH="$<TARGET_FILE:oomwatch_cli>"
+    OOMWATCH_EXPECTED_VERSION="${PROJECT_VERSION}")
+  add_dependencies(oomwatch_cli_tests oomwatch_cli)  # the program it runs
+  add_test(NAME cli COMMAND oomwatch_cli_tests --log_level=test_suite --report_level=short)
+  # It creates cgroups and runs OOM kills: alone, like the kernel tests.
+  set_tests_properties(cli PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+endif()
