@@ -227,11 +227,12 @@ int main(int argc, char** argv) {
     const bool wants_v1 = opt->only.contains("latency-v1") || opt->only.contains("scale");
 
     // What the v1 parts need: root, and the memory controller on cgroup v1.
+    boost::system::error_code hierarchy_ec;
     if (!rc.root) {
         rc.v1_skip_reason = "not running as root";
-    } else if (auto h = oomwatch::find_memory_hierarchy(); !h) {
-        rc.v1_skip_reason = "no memory cgroup hierarchy: " + h.error().message();
-    } else if (h->version != oomwatch::cgroup_version::v1) {
+    } else if (auto h = oomwatch::find_memory_hierarchy(hierarchy_ec); hierarchy_ec) {
+        rc.v1_skip_reason = "no memory cgroup hierarchy: " + hierarchy_ec.message();
+    } else if (h.version != oomwatch::cgroup_version::v1) {
         rc.v1_skip_reason = "the memory controller is on cgroup v2 here, not v1";
     }
     std::optional<oomwatch::scratch::scratch_cgroup> scratch;

@@ -2,9 +2,8 @@
 // the floor's (no validation, no allocation) and the seed design's line scanner. The
 // library has no kmsg parser yet: the kmsg record parser measured here is the bench's
 // own (it finds the kill records for the v1 latency).
+#include "detail/parse.hpp"
 #include "harness.hpp"
-
-#include <oomwatch/parse.hpp>
 
 #include <iostream>
 #include <map>

@@ -4,9 +4,8 @@
 // subset.
 #include "harness.hpp"
 
+#include "detail/parse.hpp"
 #include "scratch/scratch_cgroup.hpp"
-
-#include <oomwatch/parse.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

@@ -5,7 +5,11 @@ include(CMakePackageConfigHelpers)
 install(TARGETS oomwatch EXPORT oomwatchTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/oomwatch DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The public headers: include/oomwatch holds the API and nothing else. The internal
+# headers (src/detail/: parsers, lookup seams, throw_if) are not installed, and no
+# public header may include them; test/install builds a consumer against this alone.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/oomwatch DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.hpp")
 install(EXPORT oomwatchTargets NAMESPACE oomwatch:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/oomwatch)
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/oomwatchConfig.cmake.in

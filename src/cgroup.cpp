@@ -2,12 +2,16 @@
 
 #include <oomwatch/error.hpp>
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 #include "sys.hpp"
 
 #include <cerrno>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace oomwatch {
@@ -26,6 +30,10 @@ fs::path normal(const fs::path& p) {
     fs::path n = p.lexically_normal();
     if (!n.empty() && !n.has_filename() && n != n.root_path()) n = n.parent_path();
     return n;
+}
+
+fs::path proc_cgroup_file(pid_t pid) {
+    return fs::path("/proc") / std::to_string(pid) / "cgroup";
 }
 
 std::size_t component_count(const fs::path& p) {
@@ -83,17 +91,15 @@ result<std::vector<mount_entry>> read_mounts() {
     return parse_mountinfo(text);
 }
 
-// Whether a cgroup2 root lists "memory" in its cgroup.controllers.
-bool v2_root_has_memory(const fs::path& mount_point) {
-    std::string text;
-    if (detail::read_file(mount_point / "cgroup.controllers", text)) return false;
+// Whether a cgroup.controllers text (space separated) lists "memory".
+bool lists_memory(std::string_view text) {
     std::size_t i = 0;
     while (i < text.size()) {
         auto start = text.find_first_not_of(" \t\n", i);
-        if (start == std::string::npos) break;
+        if (start == std::string_view::npos) break;
         auto end = text.find_first_of(" \t\n", start);
-        if (end == std::string::npos) end = text.size();
-        if (std::string_view(text).substr(start, end - start) == "memory") return true;
+        if (end == std::string_view::npos) end = text.size();
+        if (text.substr(start, end - start) == "memory") return true;
         i = end;
     }
     return false;
@@ -119,15 +125,22 @@ result<cgroup_location> check_in_mount(const fs::path& dir, const mount_entry& m
         if (!has_option(m.super_options, "memory")) return make_error_code(error::no_memory_controller);
         return check_cgroup_directory(dir, cgroup_version::v1);
     }
-    // Without memory.events (the memory controller not enabled here, or the v2 root,
-    // which never has the file) this gives no_memory_controller.
+    // Without memory.events: no_memory_controller (the controller is not enabled here,
+    // or the hierarchy has none), or root_cgroup (the root of the memory hierarchy,
+    // which never has the file).
     return check_cgroup_directory(dir, cgroup_version::v2);
 }
 
 } // namespace
 
+bool v2_root_has_memory(const fs::path& mount_point) {
+    std::string text;
+    if (detail::read_file(mount_point / "cgroup.controllers", text)) return false;
+    return lists_memory(text);
+}
+
 result<memory_hierarchy> select_memory_hierarchy(const std::vector<mount_entry>& mounts,
-                                                 const std::function<bool(const fs::path&)>& v2_root_has_memory_fn) {
+                                                 const v2_memory_probe& v2_root_has_memory_fn) {
     auto pick = [&mounts](auto&& is_candidate, cgroup_version v) -> std::optional<memory_hierarchy> {
         const mount_entry* first = nullptr;
         for (const auto& m : mounts) {
@@ -154,7 +167,7 @@ result<memory_hierarchy> select_memory_hierarchy(const std::vector<mount_entry>&
     return make_error_code(error::no_memory_hierarchy);
 }
 
-result<memory_hierarchy> find_memory_hierarchy() {
+result<memory_hierarchy> detail::find_memory_hierarchy() {
     auto mounts = read_mounts();
     if (!mounts) return mounts.error();
     return select_memory_hierarchy(*mounts, v2_root_has_memory);
@@ -186,24 +199,32 @@ result<cgroup_location> check_cgroup_directory(const fs::path& dir, cgroup_versi
         if (!events) {
             bool controllers = false;
             if (auto ec = regular_file_present(abs, "cgroup.controllers", controllers)) return ec;
-            return make_error_code(controllers ? error::no_memory_controller : error::not_a_cgroup);
+            if (!controllers) return make_error_code(error::not_a_cgroup);
+            // The root of a hierarchy that has the memory controller: the kernel keeps
+            // no memory.events there. Every cgroup but the root has cgroup.type.
+            bool type = false;
+            if (auto ec = regular_file_present(abs, "cgroup.type", type)) return ec;
+            if (!type) {
+                std::string text;
+                if (!detail::read_file(abs / "cgroup.controllers", text) && lists_memory(text))
+                    return make_error_code(error::root_cgroup);
+            }
+            return make_error_code(error::no_memory_controller);
         }
     }
     return cgroup_location{abs, version};
 }
 
-result<cgroup_location> resolve_cgroup(const fs::path& spec) {
+result<cgroup_location> resolve_cgroup_in(const std::vector<mount_entry>& mounts, const fs::path& spec,
+                                          const v2_memory_probe& v2_root_has_memory_fn) {
     if (spec.empty()) return errno_code(ENOENT);
-    auto mounts = read_mounts();
-    if (!mounts) return mounts.error();
-
     if (spec.is_absolute()) {
         fs::path p = normal(spec);
         // The mount the path is on: the longest mount point above it; of mounts on the
         // same point the last, which hides the others.
         const mount_entry* on = nullptr;
         std::size_t on_depth = 0;
-        for (const auto& m : *mounts) {
+        for (const auto& m : mounts) {
             fs::path mp = normal(fs::path(m.mount_point));
             if (!mp.is_absolute() || !relative_under(p, mp)) continue;
             std::size_t depth = component_count(mp);
@@ -215,7 +236,7 @@ result<cgroup_location> resolve_cgroup(const fs::path& spec) {
         if (on && (on->fs_type == "cgroup" || on->fs_type == "cgroup2")) return check_in_mount(p, *on);
     }
 
-    auto h = select_memory_hierarchy(*mounts, v2_root_has_memory);
+    auto h = select_memory_hierarchy(mounts, v2_root_has_memory_fn);
     if (!h) return h.error();
     auto loc = locate_in_hierarchy(*h, spec);
     if (!loc && loc.error() == boost::system::errc::no_such_file_or_directory && spec.is_absolute()) {
@@ -231,9 +252,16 @@ result<cgroup_location> resolve_cgroup(const fs::path& spec) {
     return loc;
 }
 
-result<cgroup_location> memory_cgroup_of(pid_t pid) {
+result<cgroup_location> detail::resolve_cgroup(const fs::path& spec) {
+    if (spec.empty()) return errno_code(ENOENT);
+    auto mounts = read_mounts();
+    if (!mounts) return mounts.error();
+    return resolve_cgroup_in(*mounts, spec, v2_root_has_memory);
+}
+
+result<cgroup_location> detail::memory_cgroup_of(pid_t pid) {
     std::string text;
-    if (auto ec = detail::read_file(fs::path("/proc") / std::to_string(pid) / "cgroup", text)) {
+    if (auto ec = detail::read_file(proc_cgroup_file(pid), text)) {
         // A process that exits while its file is read gives ESRCH.
         if (ec.value() == ENOENT || ec.value() == ESRCH)
             return make_error_code(boost::system::errc::no_such_process);
@@ -250,6 +278,54 @@ result<cgroup_location> memory_cgroup_of(pid_t pid) {
     auto path = memory_cgroup_path(*entries, h->version == cgroup_version::v2);
     if (!path) return make_error_code(error::no_memory_hierarchy);
     return locate_in_hierarchy(*h, fs::path(*path));
+}
+
+// ---- the public forms -----------------------------------------------------------------
+
+namespace {
+
+// The value of `r`, or `T{}` with `ec` set to its error.
+template <class T>
+T value_or_code(result<T>&& r, error_code& ec) {
+    if (!r) {
+        ec = r.error();
+        return T{};
+    }
+    ec = {};
+    return std::move(*r);
+}
+
+// The value of `r`, or a thrown cgroup_error naming `path`.
+template <class T>
+T value_or_throw(result<T>&& r, const fs::path& path) {
+    if (!r) throw cgroup_error(r.error(), path);
+    return std::move(*r);
+}
+
+} // namespace
+
+memory_hierarchy find_memory_hierarchy() {
+    return value_or_throw(detail::find_memory_hierarchy(), "/proc/self/mountinfo");
+}
+
+memory_hierarchy find_memory_hierarchy(error_code& ec) {
+    return value_or_code(detail::find_memory_hierarchy(), ec);
+}
+
+cgroup_location resolve_cgroup(const fs::path& spec) {
+    return value_or_throw(detail::resolve_cgroup(spec), spec);
+}
+
+cgroup_location resolve_cgroup(const fs::path& spec, error_code& ec) {
+    return value_or_code(detail::resolve_cgroup(spec), ec);
+}
+
+cgroup_location memory_cgroup_of(pid_t pid) {
+    return value_or_throw(detail::memory_cgroup_of(pid), proc_cgroup_file(pid));
+}
+
+cgroup_location memory_cgroup_of(pid_t pid, error_code& ec) {
+    return value_or_code(detail::memory_cgroup_of(pid), ec);
 }
 
 } // namespace oomwatch

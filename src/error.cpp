@@ -1,5 +1,7 @@
 #include <oomwatch/error.hpp>
 
+#include "detail/error.hpp"
+
 #include <stdexcept>
 #include <utility>
 

@@ -1,4 +1,4 @@
-#include <oomwatch/parse.hpp>
+#include "detail/parse.hpp"
 
 #include <oomwatch/error.hpp>
 

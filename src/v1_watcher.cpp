@@ -7,11 +7,11 @@
 // counter's growth) like v2 does.
 #include "v1_watcher.hpp"
 
+#include "detail/parse.hpp"
 #include "logger.hpp"
 #include "sys.hpp"
 
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>

@@ -5,12 +5,12 @@
 // file and reports the per-kind growth since the last read.
 #include "v2_watcher.hpp"
 
+#include "detail/parse.hpp"
 #include "inotify_service.hpp"
 #include "logger.hpp"
 #include "sys.hpp"
 
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/query.hpp>

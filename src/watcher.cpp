@@ -3,6 +3,8 @@
 
 #include <oomwatch/cgroup.hpp>
 
+#include "detail/cgroup.hpp"
+#include "detail/error.hpp"
 #include "logger.hpp"
 #include "v1_watcher.hpp"
 #include "v2_watcher.hpp"
@@ -59,7 +61,7 @@ std::filesystem::path normalized(const std::filesystem::path& p) {
 // The cgroup a path names: taken as it is with `force_version`, else looked up.
 result<cgroup_location> locate(const std::filesystem::path& cgroup, const watch_options& opts) {
     return opts.force_version ? check_cgroup_directory(normalized(cgroup), *opts.force_version)
-                              : resolve_cgroup(normalized(cgroup));
+                              : detail::resolve_cgroup(normalized(cgroup));
 }
 
 } // namespace
@@ -87,7 +89,7 @@ watcher::watcher(const executor_type& ex, const std::filesystem::path& cgroup, c
 }
 
 watcher::watcher(const executor_type& ex, process p, const watch_options& opts) : ex_(ex) {
-    auto loc = memory_cgroup_of(p.pid);
+    auto loc = detail::memory_cgroup_of(p.pid);
     if (!loc) throw cgroup_error(loc.error(), "/proc/" + std::to_string(p.pid) + "/cgroup");
     error_code ec;
     open(loc->directory, loc->version, opts, ec);
@@ -96,7 +98,7 @@ watcher::watcher(const executor_type& ex, process p, const watch_options& opts) 
 
 watcher::watcher(const executor_type& ex, process p, const watch_options& opts, error_code& ec) : ex_(ex) {
     ec = {};
-    auto loc = memory_cgroup_of(p.pid);
+    auto loc = detail::memory_cgroup_of(p.pid);
     if (!loc) {
         ec = loc.error();
         return;

@@ -4,7 +4,8 @@
 #pragma once
 
 #include <oomwatch/event.hpp>
-#include <oomwatch/parse.hpp>
+
+#include "detail/parse.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_completion_executor.hpp>

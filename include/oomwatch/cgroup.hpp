@@ -3,17 +3,22 @@
 // Everything is discovered from /proc/self/mountinfo and /proc/PID/cgroup; no path is
 // hard-coded. Works on cgroup v1, v2 and hybrid machines (memory on v1, a cgroup2
 // hierarchy mounted beside it).
+//
+// Each lookup comes in two forms, as in Boost.Asio: one that throws `cgroup_error`
+// (see error.hpp) and one that sets an `error_code&` instead (cleared on success; on
+// failure the returned value is default-constructed). The errors listed are those of
+// both forms.
 #pragma once
 
+#include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
-#include <oomwatch/parse.hpp>
+
+#include <boost/system/error_code.hpp>
 
 #include <sys/types.h>
 
 #include <filesystem>
-#include <functional>
 #include <string>
-#include <vector>
 
 namespace oomwatch {
 
@@ -24,17 +29,14 @@ struct memory_hierarchy {
     cgroup_version version = cgroup_version::v1;
 };
 
-/// Picks the memory hierarchy from parsed mountinfo: a v1 `cgroup` mount with the
-/// `memory` option wins; else a `cgroup2` mount whose root's `cgroup.controllers` lists
-/// `memory`, as told by `v2_root_has_memory(mount_point)`. Of several candidates the one
-/// mounted at the root of its hierarchy (`root == "/"`) and then the first is taken.
-/// Errors: `error::no_memory_hierarchy`.
-result<memory_hierarchy> select_memory_hierarchy(
-    const std::vector<mount_entry>& mounts,
-    const std::function<bool(const std::filesystem::path&)>& v2_root_has_memory);
-
-/// Reads /proc/self/mountinfo and selects the memory hierarchy.
-result<memory_hierarchy> find_memory_hierarchy();
+/// Reads /proc/self/mountinfo and picks the memory hierarchy: a v1 `cgroup` mount with
+/// the `memory` option wins; else a `cgroup2` mount whose root's `cgroup.controllers`
+/// lists `memory`. Of several candidates the one mounted at the root of its hierarchy
+/// and then the first is taken.
+/// Errors: `error::no_memory_hierarchy`, `error::malformed_proc_file`, errno values from
+/// reading /proc/self/mountinfo. The exception names /proc/self/mountinfo.
+memory_hierarchy find_memory_hierarchy();
+memory_hierarchy find_memory_hierarchy(boost::system::error_code& ec);
 
 /// A memory cgroup, located.
 struct cgroup_location {
@@ -46,20 +48,28 @@ struct cgroup_location {
 /// - an absolute directory inside a mounted cgroup file system
 ///   (`/sys/fs/cgroup/memory/myapp`), or
 /// - a path inside the memory hierarchy, as /proc/PID/cgroup shows it (`/myapp`).
-/// Errors: `no_such_file_or_directory` (errno), `error::not_a_cgroup`,
-/// `error::no_memory_controller`, `error::no_memory_hierarchy`, other errno values from
-/// stat(2) such as `permission_denied`.
-result<cgroup_location> resolve_cgroup(const std::filesystem::path& spec);
-
-/// Checks that `dir` is a memory cgroup of the given version without consulting the
-/// mount table (for cgroup folders outside the usual mounts, and for tests on fake
-/// folders): v1 needs `memory.oom_control` and `cgroup.event_control`, v2 needs
-/// `memory.events`.
-result<cgroup_location> check_cgroup_directory(const std::filesystem::path& dir, cgroup_version version);
+/// Errors:
+/// - `no_such_file_or_directory` (errno): nothing there, or a path that leaves the part
+///   of the hierarchy this process can see;
+/// - `error::not_a_cgroup`: it exists but is no cgroup directory (a file, or a
+///   directory outside the cgroup file systems);
+/// - `error::no_memory_controller`: a cgroup of a hierarchy without the memory
+///   controller, or a v2 cgroup the controller is not enabled for;
+/// - `error::root_cgroup`: the root of the cgroup v2 memory hierarchy, which keeps no
+///   `memory.events` (watch a cgroup below it);
+/// - `error::no_memory_hierarchy`, `error::malformed_proc_file`;
+/// - other errno values from stat(2), such as `permission_denied` for a directory on
+///   the way that may not be searched.
+/// The exception names `spec` as given.
+cgroup_location resolve_cgroup(const std::filesystem::path& spec);
+cgroup_location resolve_cgroup(const std::filesystem::path& spec, boost::system::error_code& ec);
 
 /// The memory cgroup of process `pid` (from /proc/PID/cgroup).
 /// Errors: `no_such_process` when the process does not exist, `error::malformed_proc_file`,
-/// `error::no_memory_hierarchy`, and those of `resolve_cgroup`.
-result<cgroup_location> memory_cgroup_of(pid_t pid);
+/// `error::no_memory_hierarchy`, and those of `resolve_cgroup` (`error::root_cgroup` for
+/// a process in the root of the cgroup v2 hierarchy). The exception names
+/// /proc/PID/cgroup.
+cgroup_location memory_cgroup_of(pid_t pid);
+cgroup_location memory_cgroup_of(pid_t pid, boost::system::error_code& ec);
 
 } // namespace oomwatch

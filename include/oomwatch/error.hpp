@@ -60,9 +60,6 @@ private:
     std::filesystem::path path_;
 };
 
-/// Throws `cgroup_error(ec, path)` when `ec` is set.
-void throw_if(const boost::system::error_code& ec, const std::filesystem::path& path);
-
 } // namespace oomwatch
 
 template <>

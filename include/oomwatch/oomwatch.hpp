@@ -1,9 +1,8 @@
-// oomwatch/oomwatch.hpp: everything.
+// oomwatch/oomwatch.hpp: the whole public API.
 #pragma once
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
 #include <oomwatch/log.hpp>
-#include <oomwatch/parse.hpp>
 #include <oomwatch/watcher.hpp>

@@ -215,7 +215,7 @@ int run_demo(const watch_options& opts) {
         std::cerr << "oomwatch demo: must run as root (it creates a memory cgroup and moves processes into it)\n";
         return exit_failure;
     }
-    auto hierarchy = find_memory_hierarchy();
+    auto hierarchy = detail::find_memory_hierarchy();
     if (!hierarchy) {
         std::cerr << "oomwatch demo: no memory cgroup hierarchy on this machine: " << hierarchy.error().message()
                   << '\n';

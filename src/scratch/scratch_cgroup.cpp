@@ -4,6 +4,9 @@
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
+
 #include <boost/system/errc.hpp>
 
 #include <fcntl.h>
@@ -212,17 +215,17 @@ result<fs::path> default_parent(cgroup_version& version) {
         version = *v;
         return p;
     }
-    auto h = find_memory_hierarchy();
+    auto h = detail::find_memory_hierarchy();
     if (!h) return h.error();
     version = h->version;
     if (h->version == cgroup_version::v1) {
-        auto own = memory_cgroup_of(::getpid());
+        auto own = detail::memory_cgroup_of(::getpid());
         if (!own) return own.error();
         return own->directory;
     }
     // v2 "no internal processes": our own cgroup holds processes, so use a sibling,
-    // unless we are in the root, which is exempt. (memory_cgroup_of refuses the root:
-    // it has no memory.events. So read /proc/self/cgroup here.)
+    // unless we are in the root, which is exempt. (memory_cgroup_of refuses the root
+    // with error::root_cgroup: it has no memory.events. So read /proc/self/cgroup here.)
     auto text = read_whole("/proc/self/cgroup");
     if (!text) return text.error();
     auto entries = parse_proc_cgroup(*text);
@@ -230,7 +233,7 @@ result<fs::path> default_parent(cgroup_version& version) {
     auto rel = memory_cgroup_path(*entries, true);
     if (!rel) return make_error_code(error::no_memory_hierarchy);
     if (*rel == "/") return h->mount_point;
-    auto own = memory_cgroup_of(::getpid());
+    auto own = detail::memory_cgroup_of(::getpid());
     if (!own) return own.error();
     auto dir = own->directory.lexically_normal();
     if (!dir.has_filename()) dir = dir.parent_path();

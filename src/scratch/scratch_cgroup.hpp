@@ -5,7 +5,9 @@
 #pragma once
 
 #include <oomwatch/event.hpp>
-#include <oomwatch/parse.hpp>
+
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 
 #include <sys/types.h>
 

@@ -1,7 +1,7 @@
 // Shared by the fuzz targets: the invariant check, and small reference parsers written
-// from the grammars that parse.hpp documents. The targets compare the library's parsers
-// with these (differential fuzzing) besides checking round trips, so a parser that
-// accepts or rejects the wrong input fails, not only one that crashes.
+// from the grammars that src/detail/parse.hpp documents. The targets compare the
+// library's parsers with these (differential fuzzing) besides checking round trips, so
+// a parser that accepts or rejects the wrong input fails, not only one that crashes.
 //
 // The references are deliberately naive (character loops, no from_chars, no shared
 // helpers with src/parse.cpp) so that a bug in one is unlikely to hide in the other.

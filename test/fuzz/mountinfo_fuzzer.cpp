@@ -16,11 +16,12 @@
 //   no_memory_hierarchy; it only asks the predicate about cgroup2 mount points (in the
 //   library the predicate reads files under the path);
 // - has_option agrees with a plain split at ','.
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 #include "fuzz_common.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -8,10 +8,10 @@
 // - it agrees with parse_memory_events, which reads the same line format: whenever
 //   parse_oom_control succeeds so does parse_memory_events, with the same oom_kill;
 // - re-serialised in the kernel's layout (and in reverse order) it parses back equal.
+#include "detail/parse.hpp"
 #include "fuzz_common.hpp"
 
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -11,10 +11,10 @@
 //   first v1 line listing "memory", else (only when asked) the first "0::" line's,
 //   else nothing; a v1 answer does not depend on v2_has_memory; any answer starts
 //   with '/'.
+#include "detail/parse.hpp"
 #include "fuzz_common.hpp"
 
 #include <oomwatch/error.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <cstddef>
 #include <cstdint>

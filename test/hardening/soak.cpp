@@ -47,6 +47,7 @@
 #define BOOST_TEST_NO_MAIN
 #include "test_support.hpp"
 
+#include "detail/parse.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -651,9 +652,10 @@ BOOST_AUTO_TEST_CASE(churn_soak) {
     BOOST_TEST(after.threads == start.threads);
 
     // Nothing of ours is left in the memory hierarchy.
-    if (auto own = memory_cgroup_of(::getpid())) {
+    error_code own_ec;
+    if (auto own = memory_cgroup_of(::getpid(), own_ec); !own_ec) {
         const std::string mine = "oomwatch-soak-" + std::to_string(::getpid()) + "-";
-        for (auto& e : fs::directory_iterator(own->directory))
+        for (auto& e : fs::directory_iterator(own.directory))
             BOOST_TEST(e.path().filename().string().rfind(mine, 0) != 0, "left behind: " << e.path());
     }
 

@@ -18,10 +18,10 @@
 //   oomwatch_unprivileged_helper oom DIR N
 //       Runs N victims (256 MiB each) in DIR one after the other; each must be killed by
 //       the OOM killer. Prints the kernel's oom_kill counter of DIR afterwards.
+#include "detail/parse.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/cgroup.hpp>
-#include <oomwatch/parse.hpp>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -66,9 +66,10 @@ std::optional<std::uint64_t> kernel_oom_kill(const fs::path& dir, cgroup_version
 }
 
 int setup(uid_t uid) {
-    auto h = find_memory_hierarchy();
-    if (!h) {
-        std::cerr << "oomwatch_unprivileged_helper: no memory cgroup hierarchy: " << h.error().message() << "\n";
+    boost::system::error_code ec;
+    auto h = find_memory_hierarchy(ec);
+    if (ec) {
+        std::cerr << "oomwatch_unprivileged_helper: no memory cgroup hierarchy: " << ec.message() << "\n";
         return 77;
     }
     auto parent = scratch::scratch_cgroup::create("oomwatch-unpriv", 0);
@@ -89,7 +90,7 @@ int setup(uid_t uid) {
         return fail("chmod 0700 " + locked->path().string() + ": " + std::strerror(errno));
 
     std::cout << "OOMWATCH_UNPRIV_VERSION=" << static_cast<int>(parent->version()) << "\n"
-              << "OOMWATCH_UNPRIV_MOUNT=" << h->mount_point.string() << "\n"
+              << "OOMWATCH_UNPRIV_MOUNT=" << h.mount_point.string() << "\n"
               << "OOMWATCH_UNPRIV_PARENT=" << parent->path().string() << "\n"
               << "OOMWATCH_UNPRIV_OWNED=" << owned->path().string() << "\n"
               << "OOMWATCH_UNPRIV_PLAIN=" << plain->path().string() << "\n"
@@ -106,8 +107,9 @@ int setup(uid_t uid) {
 int oom(const fs::path& dir, int n) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0) return fail(dir.string() + ": " + std::strerror(errno));
-    auto loc = resolve_cgroup(dir);
-    if (!loc) return fail(dir.string() + ": " + loc.error().message());
+    boost::system::error_code ec;
+    auto loc = resolve_cgroup(dir, ec);
+    if (ec) return fail(dir.string() + ": " + ec.message());
     for (int i = 0; i < n; ++i) {
         auto v = scratch::victim::spawn(dir, hog);
         if (!v) return fail("cannot start a victim in " + dir.string() + ": " + v.error().message());
@@ -116,7 +118,7 @@ int oom(const fs::path& dir, int n) {
         if (!scratch::victim::killed_by_sigkill(*status))
             return fail("victim " + std::to_string(i) + " was not OOM-killed (status " + std::to_string(*status) + ")");
     }
-    auto k = kernel_oom_kill(dir, loc->version);
+    auto k = kernel_oom_kill(dir, loc.version);
     if (!k) return fail("cannot read the oom_kill counter of " + dir.string());
     std::cout << *k << std::endl;
     return 0;

@@ -22,6 +22,9 @@
 #define BOOST_TEST_MODULE oomwatch_unprivileged_tests
 #include "test_support.hpp"
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
+
 #include <oomwatch/oomwatch.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -374,18 +377,23 @@ BOOST_FIXTURE_TEST_CASE(real_cgroup_delegated_reports_real_kills, unpriv_fixture
 // A cgroup directory we may not search: resolve_cgroup and the watcher say so.
 BOOST_FIXTURE_TEST_CASE(an_unsearchable_cgroup_is_permission_denied, unpriv_fixture) {
     const auto denied = errc::make_error_condition(errc::permission_denied);
-    auto r = resolve_cgroup(locked);
-    BOOST_TEST_REQUIRE(!r.has_value());
-    BOOST_TEST((r.error() == denied), r.error().message());
+    error_code ec;
+    resolve_cgroup(locked, ec);
+    BOOST_TEST((ec == denied), ec.message());
 
-    r = resolve_cgroup(hierarchy_path(locked));
-    BOOST_TEST_REQUIRE(!r.has_value());
-    BOOST_TEST((r.error() == denied), r.error().message());
+    resolve_cgroup(hierarchy_path(locked), ec);
+    BOOST_TEST((ec == denied), ec.message());
 
     // Below it: we cannot tell whether it exists.
-    r = resolve_cgroup(locked / "child");
-    BOOST_TEST_REQUIRE(!r.has_value());
-    BOOST_TEST((r.error() == denied), r.error().message());
+    resolve_cgroup(locked / "child", ec);
+    BOOST_TEST((ec == denied), ec.message());
+    try {
+        resolve_cgroup(locked / "child");
+        BOOST_ERROR("no exception");
+    } catch (const cgroup_error& e) {
+        BOOST_TEST((e.code() == denied), e.what());
+        BOOST_TEST(e.path() == locked / "child");
+    }
 
     expect_refused(locked, {}, denied, locked);
     // The lookup itself fails: the error names the path as given.
@@ -398,34 +406,35 @@ BOOST_FIXTURE_TEST_CASE(an_unsearchable_directory_elsewhere, unpriv_fixture) {
     const fs::path locked_fake = fake / "parent" / "locked";
     // The directory itself can be stat'ed (its parent is searchable): it is simply no
     // cgroup, as the mount table says.
-    auto r = resolve_cgroup(locked_fake);
-    BOOST_TEST_REQUIRE(!r.has_value());
-    BOOST_TEST(r.error() == error::not_a_cgroup, r.error().message());
+    error_code ec;
+    resolve_cgroup(locked_fake, ec);
+    BOOST_TEST(ec == error::not_a_cgroup, ec.message());
     // What lies below it cannot be looked at: permission denied, not "no such file".
-    r = resolve_cgroup(locked_fake / "child");
-    BOOST_TEST_REQUIRE(!r.has_value());
-    BOOST_TEST((r.error() == denied), r.error().message());
+    resolve_cgroup(locked_fake / "child", ec);
+    BOOST_TEST((ec == denied), ec.message());
 }
 
 // /proc/1/cgroup is readable to everyone here; its cgroup (the hierarchy root, or a
 // container's) is found, and watching it either works or fails cleanly.
 BOOST_FIXTURE_TEST_CASE(memory_cgroup_of_pid_1_works_or_fails_cleanly, unpriv_fixture) {
-    auto h = find_memory_hierarchy();
-    BOOST_TEST_REQUIRE(h.has_value(), h.error().message());
-    BOOST_TEST(h->mount_point == mount);
+    error_code hec;
+    auto h = find_memory_hierarchy(hec);
+    BOOST_TEST_REQUIRE(!hec, hec.message());
+    BOOST_TEST(h.mount_point == mount);
 
-    auto mine = memory_cgroup_of(::getpid());
-    BOOST_TEST_REQUIRE(mine.has_value(), mine.error().message());
-    BOOST_TEST(mine->directory == parent.parent_path());
+    error_code mec;
+    auto mine = memory_cgroup_of(::getpid(), mec);
+    BOOST_TEST_REQUIRE(!mec, mec.message());
+    BOOST_TEST(mine.directory == parent.parent_path());
 
-    auto one = memory_cgroup_of(1);
-    if (one) {
-        BOOST_TEST_MESSAGE("pid 1 is in " << one->directory);
-        BOOST_TEST(one->version == version);
+    error_code oec;
+    auto one = memory_cgroup_of(1, oec);
+    if (!oec) {
+        BOOST_TEST_MESSAGE("pid 1 is in " << one.directory);
+        BOOST_TEST(one.version == version);
     } else {
-        BOOST_TEST_MESSAGE("memory_cgroup_of(1): " << one.error().message());
-        BOOST_TEST((one.error() == errc::permission_denied || one.error() == errc::no_such_process),
-                   one.error().message());
+        BOOST_TEST_MESSAGE("memory_cgroup_of(1): " << oec.message());
+        BOOST_TEST((oec == errc::permission_denied || oec == errc::no_such_process), oec.message());
     }
     auto fds = open_fd_count();
     {

@@ -23,6 +23,8 @@
 #include "fault_support.hpp"
 #include "test_support.hpp"
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -590,7 +592,7 @@ BOOST_FIXTURE_TEST_CASE(signals_during_waits_change_no_count, fixture) {
 BOOST_AUTO_TEST_CASE(a_file_or_a_non_memory_cgroup_is_refused_naming_the_path) {
     OOMWATCH_REQUIRE_KERNEL_READY();
     asio::io_context ctx;
-    auto h = find_memory_hierarchy();
+    auto h = detail::find_memory_hierarchy();
     BOOST_TEST_REQUIRE(h.has_value());
     std::string text;
     {

@@ -2,6 +2,7 @@
 // the machine has, so the same cases run on the host (cgroup v1) and in the VM (v2).
 #include "test_support.hpp"
 
+#include "detail/cgroup.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -119,7 +120,7 @@ BOOST_FIXTURE_TEST_CASE(subscribers_on_strands_see_the_kill, kernel_fixture) {
 }
 
 BOOST_FIXTURE_TEST_CASE(a_cgroup_named_three_ways_is_the_same, kernel_fixture) {
-    auto h = find_memory_hierarchy();
+    auto h = detail::find_memory_hierarchy();
     BOOST_TEST_REQUIRE(h.has_value());
     // As a path inside the hierarchy, the way /proc/PID/cgroup shows it.
     auto rel = "/" + cg->path().lexically_relative(h->mount_point).string();
@@ -150,7 +151,7 @@ BOOST_FIXTURE_TEST_CASE(a_cgroup_named_three_ways_is_the_same, kernel_fixture) {
     watcher by_pid(ctx, process{child});
     BOOST_TEST(by_pid.cgroup() == cg->path());
     watcher self(ctx, process{::getpid()});
-    auto mine = memory_cgroup_of(::getpid());
+    auto mine = detail::memory_cgroup_of(::getpid());
     BOOST_TEST_REQUIRE(mine.has_value());
     BOOST_TEST(self.cgroup() == mine->directory);
 }
@@ -178,7 +179,7 @@ BOOST_FIXTURE_TEST_CASE(no_fd_growth_over_1000_watch_cycles, kernel_fixture) {
 BOOST_AUTO_TEST_CASE(errors_name_the_problem) {
     OOMWATCH_REQUIRE_KERNEL_READY();
     asio::io_context ctx;
-    auto h = find_memory_hierarchy();
+    auto h = detail::find_memory_hierarchy();
     BOOST_TEST_REQUIRE(h.has_value());
     error_code ec;
     watcher missing(ctx, h->mount_point / "oomwatch-no-such-cgroup", {}, ec);

@@ -7,6 +7,8 @@
 // this program in a VM on a real cgroup v2 kernel, and fails if any case is skipped there.
 #include "test_support.hpp"
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -54,7 +56,7 @@ struct v2_precondition {
             r.message() << "skipped: " << why << " (set OOMWATCH_REQUIRE_KERNEL=1 to fail instead)";
             return r;
         }
-        auto h = find_memory_hierarchy();
+        auto h = detail::find_memory_hierarchy();
         if (h && h->version == cgroup_version::v2) return true;
         boost::test_tools::assertion_result r(false);
         r.message() << "not applicable: memory hierarchy is cgroup v1; these run in the VM test vm_cgroup_v2";

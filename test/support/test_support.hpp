@@ -35,7 +35,7 @@ inline bool kernel_required() {
 /// Why real-kernel tests cannot run here, or empty when they can.
 inline std::string kernel_unavailable_reason() {
     if (::geteuid() != 0) return "not running as root";
-    auto h = find_memory_hierarchy();
+    auto h = detail::find_memory_hierarchy();
     if (!h) return "no memory cgroup hierarchy is mounted (" + h.error().message() + ")";
     return {};
 }

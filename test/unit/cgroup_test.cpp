@@ -1,7 +1,10 @@
-// Discovery of memory cgroups: the pure selection, fake folders, and this machine.
+// Discovery of memory cgroups: the pure selection, fake folders and fake mount tables,
+// and this machine (through the public error_code and throwing forms).
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
 
+#include "detail/cgroup.hpp"
+#include "detail/parse.hpp"
 #include "sys.hpp"
 
 #include <boost/test/data/monomorphic.hpp>
@@ -50,6 +53,12 @@ void touch(const fs::path& p) {
     BOOST_TEST_REQUIRE(out.good(), "cannot create " << p);
 }
 
+void write_text(const fs::path& p, const std::string& text) {
+    std::ofstream out(p);
+    out << text;
+    BOOST_TEST_REQUIRE(out.good(), "cannot write " << p);
+}
+
 // An empty directory under the system's temporary directory, removed with all its
 // contents when the test ends, failed or not.
 struct temp_dir {
@@ -87,20 +96,46 @@ bool kernel_required() {
 struct have_memory_hierarchy {
     boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
         if (kernel_required()) return true;
-        auto h = oomwatch::find_memory_hierarchy();
-        if (h) return true;
-        BOOST_TEST_MESSAGE("skipped: no memory cgroup hierarchy (" << h.error().message()
+        boost::system::error_code ec;
+        oomwatch::find_memory_hierarchy(ec);
+        if (!ec) return true;
+        BOOST_TEST_MESSAGE("skipped: no memory cgroup hierarchy (" << ec.message()
                                                                     << "); set OOMWATCH_REQUIRE_KERNEL=1 to fail");
         boost::test_tools::assertion_result r(false);
-        r.message() << "no memory cgroup hierarchy: " << h.error().message();
+        r.message() << "no memory cgroup hierarchy: " << ec.message();
         return r;
     }
 };
 
 oomwatch::memory_hierarchy require_hierarchy() {
-    auto h = oomwatch::find_memory_hierarchy();
-    BOOST_TEST_REQUIRE(h.has_value(), "find_memory_hierarchy: " << h.error().message());
-    return *h;
+    boost::system::error_code ec;
+    auto h = oomwatch::find_memory_hierarchy(ec);
+    BOOST_TEST_REQUIRE(!ec, "find_memory_hierarchy: " << ec.message());
+    return h;
+}
+
+// A value that an error_code form must overwrite.
+boost::system::error_code stale_code() { return make_error_code(errc::io_error); }
+
+// The public error_code forms, as results: the error_code is cleared on success, and
+// the value is default-constructed on failure.
+oomwatch::result<oomwatch::cgroup_location> checked(const oomwatch::cgroup_location& loc,
+                                                    const boost::system::error_code& ec) {
+    if (!ec) return loc;
+    BOOST_TEST(loc.directory.empty(), "a failed lookup gave " << loc.directory);
+    return ec;
+}
+
+oomwatch::result<oomwatch::cgroup_location> resolve(const fs::path& spec) {
+    auto ec = stale_code();
+    auto loc = oomwatch::resolve_cgroup(spec, ec);
+    return checked(loc, ec);
+}
+
+oomwatch::result<oomwatch::cgroup_location> cgroup_of(pid_t pid) {
+    auto ec = stale_code();
+    auto loc = oomwatch::memory_cgroup_of(pid, ec);
+    return checked(loc, ec);
 }
 
 std::vector<oomwatch::mount_entry> real_mounts() {
@@ -354,13 +389,179 @@ BOOST_AUTO_TEST_CASE(regular_file_is_not_a_cgroup) {
 
 BOOST_AUTO_TEST_CASE(resolve_takes_existing_non_cgroup_paths_as_no_cgroup) {
     // Not in a cgroup file system, not a path inside the memory hierarchy either.
-    if (!oomwatch::find_memory_hierarchy()) {
-        BOOST_TEST(!oomwatch::resolve_cgroup(path).has_value());
+    boost::system::error_code ec;
+    oomwatch::find_memory_hierarchy(ec);
+    if (ec) {
+        BOOST_TEST(!resolve(path).has_value());
         return;
     }
-    auto r = oomwatch::resolve_cgroup(path);
+    auto r = resolve(path);
     BOOST_TEST_REQUIRE(!r.has_value());
     BOOST_TEST(r.error() == make_error_code(error::not_a_cgroup));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- the root of a cgroup v2 hierarchy: fake folders and fake mount tables ---------------
+
+BOOST_FIXTURE_TEST_SUITE(v2_root, temp_dir)
+
+namespace {
+
+// A fake cgroup v2 hierarchy at `top`, laid out as the kernel has it: the root lists the
+// hierarchy's controllers in cgroup.controllers and has neither cgroup.type nor
+// memory.events; below it a cgroup with the memory controller and one without.
+void fake_v2_hierarchy(const fs::path& top, const std::string& controllers) {
+    fs::create_directories(top);
+    write_text(top / "cgroup.controllers", controllers + "\n");
+    touch(top / "cgroup.procs");
+    touch(top / "cgroup.subtree_control");
+    for (const char* child : {"with-memory", "without-memory"}) {
+        fs::create_directory(top / child);
+        touch(top / child / "cgroup.type");
+        touch(top / child / "cgroup.procs");
+    }
+    write_text(top / "with-memory" / "cgroup.controllers", "cpu memory\n");
+    touch(top / "with-memory" / "memory.events");
+    write_text(top / "without-memory" / "cgroup.controllers", "cpu\n");
+}
+
+oomwatch::mount_entry mount_of(unsigned id, const std::string& root, const fs::path& mount_point, const char* type,
+                            const char* options) {
+    return {id, 1, root, mount_point.string(), type, type, options};
+}
+
+// A mount table with the root file system and `more`.
+std::vector<oomwatch::mount_entry> table(std::initializer_list<oomwatch::mount_entry> more) {
+    std::vector<oomwatch::mount_entry> t{mount_of(1, "/", "/", "ext4", "rw")};
+    t.insert(t.end(), more);
+    return t;
+}
+
+// resolve_cgroup against a fake mount table, with the library's probe of cgroup2 roots
+// (it reads the fake cgroup.controllers).
+oomwatch::result<oomwatch::cgroup_location> resolve_in(const std::vector<oomwatch::mount_entry>& mounts,
+                                                       const fs::path& spec) {
+    return oomwatch::resolve_cgroup_in(mounts, spec, oomwatch::v2_root_has_memory);
+}
+
+void expect_error(const oomwatch::result<oomwatch::cgroup_location>& r, const boost::system::error_code& want) {
+    BOOST_TEST_REQUIRE(!r.has_value(), "accepted as " << (r ? r->directory : fs::path()));
+    BOOST_TEST((r.error().default_error_condition() == want.default_error_condition()), r.error().message());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(check_of_the_root_is_root_cgroup) {
+    const fs::path top = path / "v2";
+    fake_v2_hierarchy(top, "cpuset cpu io memory pids");
+    BOOST_TEST(oomwatch::v2_root_has_memory(top));
+    for (const fs::path& spelled : {top, fs::path(top.string() + "/"), top / "with-memory" / ".."}) {
+        BOOST_TEST_CONTEXT(spelled) {
+            expect_error(oomwatch::check_cgroup_directory(spelled, cgroup_version::v2),
+                         make_error_code(error::root_cgroup));
+        }
+    }
+    // Its children are told apart by memory.events, as before.
+    auto child = oomwatch::check_cgroup_directory(top / "with-memory", cgroup_version::v2);
+    BOOST_TEST_REQUIRE(child.has_value(), child.error().message());
+    BOOST_TEST(child->directory == top / "with-memory");
+    expect_error(oomwatch::check_cgroup_directory(top / "without-memory", cgroup_version::v2),
+                 make_error_code(error::no_memory_controller));
+    // Taken as v1 it is no cgroup at all.
+    expect_error(oomwatch::check_cgroup_directory(top, cgroup_version::v1), make_error_code(error::not_a_cgroup));
+}
+
+BOOST_AUTO_TEST_CASE(root_of_a_hierarchy_without_memory_has_no_memory_controller) {
+    // Hybrid's /sys/fs/cgroup/unified: a v2 root, but memory is bound to v1 (this
+    // machine's lists "hugetlb"); watching below it would not help either.
+    for (const char* controllers : {"", "hugetlb", "cpu io memoryx"}) {
+        BOOST_TEST_CONTEXT('"' << controllers << '"') {
+            temp_dir tmp;
+            fake_v2_hierarchy(tmp.path / "unified", controllers);
+            BOOST_TEST(!oomwatch::v2_root_has_memory(tmp.path / "unified"));
+            expect_error(oomwatch::check_cgroup_directory(tmp.path / "unified", cgroup_version::v2),
+                         make_error_code(error::no_memory_controller));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(non_root_without_memory_events_is_no_memory_controller) {
+    // cgroup.type marks a cgroup below the root, whatever cgroup.controllers says.
+    fs::path dir = fake("child", {"cgroup.type", "cgroup.procs"});
+    write_text(dir / "cgroup.controllers", "memory\n");
+    expect_error(oomwatch::check_cgroup_directory(dir, cgroup_version::v2),
+                 make_error_code(error::no_memory_controller));
+}
+
+BOOST_AUTO_TEST_CASE(resolve_the_root_of_pure_v2) {
+    const fs::path top = path / "cgroup";
+    fake_v2_hierarchy(top, "cpu io memory pids");
+    const auto mounts = table({mount_of(25, "/", top, "cgroup2", "rw,nsdelegate")});
+
+    // By its directory and by its path in the hierarchy.
+    for (const fs::path& spec : {top, fs::path(top.string() + "/"), fs::path("/"), fs::path("/with-memory/..")}) {
+        BOOST_TEST_CONTEXT(spec) { expect_error(resolve_in(mounts, spec), make_error_code(error::root_cgroup)); }
+    }
+    // The cgroups below it as before.
+    for (const fs::path& spec : {top / "with-memory", fs::path("/with-memory"), fs::path("with-memory")}) {
+        BOOST_TEST_CONTEXT(spec) {
+            auto r = resolve_in(mounts, spec);
+            BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
+            BOOST_TEST(r->directory == top / "with-memory");
+            BOOST_TEST(r->version == cgroup_version::v2);
+        }
+    }
+    for (const fs::path& spec : {top / "without-memory", fs::path("/without-memory")}) {
+        BOOST_TEST_CONTEXT(spec) {
+            expect_error(resolve_in(mounts, spec), make_error_code(error::no_memory_controller));
+        }
+    }
+    expect_error(resolve_in(mounts, top / "cgroup.procs"), make_error_code(error::not_a_cgroup));
+    expect_error(resolve_in(mounts, "/oomwatch-no-such-cgroup"), make_error_code(errc::no_such_file_or_directory));
+}
+
+BOOST_AUTO_TEST_CASE(resolve_on_hybrid) {
+    // v1 memory, and a cgroup2 hierarchy without memory beside it.
+    const fs::path v1 = fake("memory", {"memory.oom_control", "cgroup.event_control", "cgroup.procs"});
+    const fs::path unified = path / "unified";
+    fake_v2_hierarchy(unified, "hugetlb");
+    const auto mounts =
+        table({mount_of(35, "/", v1, "cgroup", "rw,memory"), mount_of(41, "/", unified, "cgroup2", "rw")});
+
+    expect_error(resolve_in(mounts, unified), make_error_code(error::no_memory_controller));
+    expect_error(resolve_in(mounts, unified / "with-memory" / ".."), make_error_code(error::no_memory_controller));
+    for (const fs::path& spec : {v1, fs::path("/")}) {
+        BOOST_TEST_CONTEXT(spec) {
+            auto r = resolve_in(mounts, spec);
+            BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
+            BOOST_TEST(r->directory == v1);
+            BOOST_TEST(r->version == cgroup_version::v1);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(resolve_v2_without_memory_anywhere) {
+    const fs::path top = path / "cgroup";
+    fake_v2_hierarchy(top, "cpu io pids");
+    const auto mounts = table({mount_of(25, "/", top, "cgroup2", "rw")});
+    expect_error(resolve_in(mounts, top), make_error_code(error::no_memory_controller));
+    expect_error(resolve_in(mounts, "/"), make_error_code(error::no_memory_hierarchy));
+}
+
+BOOST_AUTO_TEST_CASE(top_of_a_sub_tree_mount_is_no_root) {
+    // A container without a cgroup namespace: the mount shows a cgroup below the root.
+    // Its top has cgroup.type, so it is judged by memory.events like any other cgroup.
+    const fs::path top = path / "v2";
+    fake_v2_hierarchy(top, "cpu memory");
+    const auto mounts = table({mount_of(41, "/system.slice/c.scope", top / "with-memory", "cgroup2", "rw"),
+                               mount_of(42, "/system.slice/d.scope", top / "without-memory", "cgroup2", "rw")});
+    auto r = resolve_in(mounts, top / "with-memory");
+    BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
+    BOOST_TEST(r->directory == top / "with-memory");
+    expect_error(resolve_in(mounts, top / "without-memory"), make_error_code(error::no_memory_controller));
+    // What lies outside the sub-tree cannot be reached through these mounts.
+    expect_error(resolve_in(mounts, "system.slice/d.scope"), make_error_code(errc::no_such_file_or_directory));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -505,16 +706,17 @@ BOOST_AUTO_TEST_CASE(mount_point_resolves_to_itself) {
     auto h = require_hierarchy();
     if (h.version == cgroup_version::v2) {
         // The v2 root has no memory.events.
-        auto r = oomwatch::resolve_cgroup(h.mount_point);
+        auto r = resolve(h.mount_point);
         BOOST_TEST_REQUIRE(!r.has_value());
-        BOOST_TEST(r.error() == make_error_code(error::no_memory_controller));
+        BOOST_TEST(r.error() == make_error_code(h.root == "/" ? error::root_cgroup : error::no_memory_controller),
+                   r.error().message());
         return;
     }
     const std::string mp = h.mount_point.string();
     for (const fs::path& spelled : {h.mount_point, fs::path(mp + "/"), fs::path(mp + "/./"), fs::path(mp + "//."),
                                     h.mount_point / "x" / ".."}) {
         BOOST_TEST_CONTEXT(spelled) {
-            auto r = oomwatch::resolve_cgroup(spelled);
+            auto r = resolve(spelled);
             BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
             BOOST_TEST(r->directory == h.mount_point);
             BOOST_TEST(r->version == cgroup_version::v1);
@@ -535,7 +737,7 @@ BOOST_AUTO_TEST_CASE(own_cgroup_by_hierarchy_path) {
     if (own.size() > 1) specs.emplace_back(own.substr(1));  // relative: from the hierarchy's root
     for (const auto& spec : specs) {
         BOOST_TEST_CONTEXT(spec) {
-            auto r = oomwatch::resolve_cgroup(spec);
+            auto r = resolve(spec);
             BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
             BOOST_TEST(r->directory == expected);
             BOOST_TEST(r->version == h.version);
@@ -545,10 +747,10 @@ BOOST_AUTO_TEST_CASE(own_cgroup_by_hierarchy_path) {
 
 BOOST_AUTO_TEST_CASE(hierarchy_root_by_slash) {
     auto h = require_hierarchy();
-    auto r = oomwatch::resolve_cgroup("/");
-    if (h.version == cgroup_version::v2) {
+    auto r = resolve("/");
+    if (h.version == cgroup_version::v2 && h.root == "/") {
         BOOST_TEST_REQUIRE(!r.has_value());
-        BOOST_TEST(r.error() == make_error_code(error::no_memory_controller));
+        BOOST_TEST(r.error() == make_error_code(error::root_cgroup), r.error().message());
     } else if (h.root == "/") {
         BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
         BOOST_TEST(r->directory == h.mount_point);
@@ -565,12 +767,12 @@ BOOST_AUTO_TEST_CASE(missing_cgroup_is_enoent) {
     for (const fs::path& spec : {h.mount_point / name, fs::path("/" + name), fs::path(name),
                                  fs::path("/" + name + "/deeper"), fs::path("/../" + name), fs::path("..")}) {
         BOOST_TEST_CONTEXT(spec) {
-            auto r = oomwatch::resolve_cgroup(spec);
+            auto r = resolve(spec);
             BOOST_TEST_REQUIRE(!r.has_value());
             BOOST_TEST(is(r.error(), errc::no_such_file_or_directory), r.error().message());
         }
     }
-    auto empty = oomwatch::resolve_cgroup(fs::path());
+    auto empty = resolve(fs::path());
     BOOST_TEST_REQUIRE(!empty.has_value());
     BOOST_TEST(is(empty.error(), errc::no_such_file_or_directory));
 }
@@ -578,7 +780,7 @@ BOOST_AUTO_TEST_CASE(missing_cgroup_is_enoent) {
 BOOST_AUTO_TEST_CASE(regular_file_in_cgroup_mount_is_not_a_cgroup) {
     auto h = require_hierarchy();
     // cgroup.procs exists in every cgroup of both versions.
-    auto r = oomwatch::resolve_cgroup(h.mount_point / "cgroup.procs");
+    auto r = resolve(h.mount_point / "cgroup.procs");
     BOOST_TEST_REQUIRE(!r.has_value());
     BOOST_TEST(r.error() == make_error_code(error::not_a_cgroup), r.error().message());
 }
@@ -593,7 +795,7 @@ BOOST_AUTO_TEST_CASE(other_cgroup_hierarchies_have_no_memory_controller) {
         bool v2_other = m.fs_type == "cgroup2" && fs::path(m.mount_point) != h.mount_point;
         if (!v1_other && !v2_other) continue;
         BOOST_TEST_CONTEXT(m.mount_point) {
-            auto r = oomwatch::resolve_cgroup(m.mount_point);
+            auto r = resolve(m.mount_point);
             BOOST_TEST_REQUIRE(!r.has_value());
             BOOST_TEST(r.error() == make_error_code(error::no_memory_controller), r.error().message());
         }
@@ -601,7 +803,7 @@ BOOST_AUTO_TEST_CASE(other_cgroup_hierarchies_have_no_memory_controller) {
     }
     if (checked == 0) BOOST_TEST_MESSAGE("no cgroup hierarchy without memory is mounted here");
     // The memory hierarchy itself is accepted (v1) whatever the others say.
-    if (h.version == cgroup_version::v1) BOOST_TEST(oomwatch::resolve_cgroup(h.mount_point).has_value());
+    if (h.version == cgroup_version::v1) BOOST_TEST(resolve(h.mount_point).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(real_oom_control_parses) {
@@ -618,10 +820,11 @@ BOOST_AUTO_TEST_CASE(real_oom_control_parses) {
 
 BOOST_AUTO_TEST_CASE(memory_cgroup_of_self) {
     auto h = require_hierarchy();
-    auto r = oomwatch::memory_cgroup_of(::getpid());
+    auto r = cgroup_of(::getpid());
     std::string own = own_memory_path(h.version);
     if (h.version == cgroup_version::v2 && own == h.root) {
         BOOST_TEST_REQUIRE(!r.has_value());  // in the v2 root, which is no memory cgroup
+        if (own == "/") BOOST_TEST(r.error() == make_error_code(error::root_cgroup), r.error().message());
         return;
     }
     BOOST_TEST_REQUIRE(r.has_value(), r.error().message());
@@ -630,9 +833,57 @@ BOOST_AUTO_TEST_CASE(memory_cgroup_of_self) {
     BOOST_TEST(r->directory == expected);
     BOOST_TEST(r->version == h.version);
     // Same answer as resolving the path /proc/self/cgroup shows.
-    auto by_path = oomwatch::resolve_cgroup(own);
+    auto by_path = resolve(own);
     BOOST_TEST_REQUIRE(by_path.has_value(), by_path.error().message());
     BOOST_TEST(by_path->directory == r->directory);
+}
+
+BOOST_AUTO_TEST_CASE(throwing_forms_agree_and_name_the_path) {
+    auto h = require_hierarchy();
+    auto thrown_h = oomwatch::find_memory_hierarchy();
+    BOOST_TEST(thrown_h.mount_point == h.mount_point);
+    BOOST_TEST(thrown_h.root == h.root);
+    BOOST_TEST(thrown_h.version == h.version);
+
+    // Success: the same answer as the error_code form.
+    auto own = cgroup_of(::getpid());
+    if (own) {
+        BOOST_TEST(oomwatch::memory_cgroup_of(::getpid()).directory == own->directory);
+        BOOST_TEST(oomwatch::resolve_cgroup(own->directory).directory == own->directory);
+    }
+
+    // Failure: cgroup_error with the code, naming the path as given.
+    const fs::path missing = h.mount_point / ("oomwatch-no-such-cgroup-" + std::to_string(::getpid()));
+    for (const fs::path& spec : {missing, fs::path(missing.string() + "/"), missing.filename()}) {
+        BOOST_TEST_CONTEXT(spec) {
+            try {
+                oomwatch::resolve_cgroup(spec);
+                BOOST_ERROR("no exception");
+            } catch (const oomwatch::cgroup_error& e) {
+                BOOST_TEST(is(e.code(), errc::no_such_file_or_directory), e.what());
+                BOOST_TEST(e.path() == spec);
+                BOOST_TEST(std::string(e.what()).find(spec.string()) != std::string::npos, e.what());
+            }
+        }
+    }
+    try {
+        oomwatch::resolve_cgroup(h.mount_point / "cgroup.procs");
+        BOOST_ERROR("no exception");
+    } catch (const oomwatch::cgroup_error& e) {
+        BOOST_TEST(e.code() == make_error_code(error::not_a_cgroup), e.what());
+    }
+
+    long pid_max = 0;
+    std::istringstream(slurp("/proc/sys/kernel/pid_max")) >> pid_max;
+    BOOST_TEST_REQUIRE(pid_max > 0);
+    const auto gone = static_cast<pid_t>(pid_max + 1);
+    try {
+        oomwatch::memory_cgroup_of(gone);
+        BOOST_ERROR("no exception");
+    } catch (const oomwatch::cgroup_error& e) {
+        BOOST_TEST(is(e.code(), errc::no_such_process), e.what());
+        BOOST_TEST(e.path() == fs::path("/proc/" + std::to_string(gone) + "/cgroup"));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(memory_cgroup_of_missing_process) {
@@ -642,7 +893,7 @@ BOOST_AUTO_TEST_CASE(memory_cgroup_of_missing_process) {
     BOOST_TEST_REQUIRE(pid_max > 0);
     for (pid_t pid : {static_cast<pid_t>(pid_max + 1), pid_t{0}, pid_t{-1}}) {
         BOOST_TEST_CONTEXT("pid " << pid) {
-            auto r = oomwatch::memory_cgroup_of(pid);
+            auto r = cgroup_of(pid);
             BOOST_TEST_REQUIRE(!r.has_value());
             BOOST_TEST(is(r.error(), errc::no_such_process), r.error().message());
         }

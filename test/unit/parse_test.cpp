@@ -2,7 +2,9 @@
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
 #include <oomwatch/log.hpp>
-#include <oomwatch/parse.hpp>
+
+#include "detail/error.hpp"
+#include "detail/parse.hpp"
 
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>

@@ -22,22 +22,26 @@ void check(bool ok, std::string_view what) {
 } // namespace
 
 int main() {
-    // A parser, with a key this version does not know.
-    auto counters = oomwatch::parse_memory_events(
-        "low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\noom_group_kill 6\nsock_throttled 7\n");
-    check(counters.has_value(), "parse_memory_events accepts a memory.events text");
-    if (counters) {
-        const oomwatch::memory_counters& c = *counters;
-        check(c.low == 1 && c.high == 2 && c.max == 3 && c.oom == 4 && c.oom_kill == 5 &&
-                  c.oom_group_kill == 6,
-              "parse_memory_events reads the known counters");
-        check(c.other.size() == 1 && c.other[0].first == "sock_throttled" && c.other[0].second == 7,
-              "parse_memory_events keeps the unknown key");
-        check(c.get(oomwatch::event_kind::oom_kill) == 5, "memory_counters::get(oom_kill)");
+    // What a user programs against is public; the parsers and the other test seams are
+    // not installed.
+#if __has_include(<oomwatch/parse.hpp>)
+    check(false, "oomwatch/parse.hpp is not installed");
+#endif
+
+    // The lookups, in both forms, on a path that exists but is no cgroup.
+    boost::system::error_code lookup_ec;
+    auto tmp = oomwatch::resolve_cgroup("/proc/self", lookup_ec);
+    check(lookup_ec && tmp.directory.empty(), "resolve_cgroup(path, ec) refuses /proc/self");
+    try {
+        oomwatch::resolve_cgroup("/proc/self");
+        check(false, "resolve_cgroup(path) throws");
+    } catch (const oomwatch::cgroup_error& e) {
+        std::cout << "cgroup_error: " << e.what() << '\n';
+        check(e.code() == lookup_ec && e.path() == "/proc/self",
+              "resolve_cgroup(path) throws cgroup_error with the error and the path");
     }
-    auto bad = oomwatch::parse_memory_events("oom many\n");
-    check(!bad.has_value() && bad.error() == oomwatch::error::malformed_counters,
-          "parse_memory_events rejects a value that is not a number");
+    oomwatch::memory_cgroup_of(-1, lookup_ec);
+    check(lookup_ec == std::errc::no_such_process, "memory_cgroup_of(-1, ec) gives no_such_process");
 
     // The error category and the event names.
     std::string category = oomwatch::error_category().name();

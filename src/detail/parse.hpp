@@ -1,9 +1,11 @@
-// oomwatch/parse.hpp: pure parsers of the kernel files oomwatch reads.
+// detail/parse.hpp (internal, not installed): pure parsers of the kernel files oomwatch
+// reads, and the counter arithmetic the watchers share.
 //
 // No I/O here: each function takes a file's text and returns a value or an error.
 // Every parser accepts any input (empty, truncated, binary) without undefined
 // behaviour and reports malformed input as `error::malformed_counters` or
-// `error::malformed_proc_file`.
+// `error::malformed_proc_file`. The library, the tests, the fuzz targets and the
+// benchmarks include it from src/ ("detail/parse.hpp").
 #pragma once
 
 #include <oomwatch/error.hpp>
@@ -21,6 +23,7 @@
 
 namespace oomwatch {
 
+/// A value or an error_code: the return type of the internal functions.
 template <class T>
 using result = boost::system::result<T>;
 
