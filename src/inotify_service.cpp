@@ -1,6 +1,7 @@
 #include "inotify_service.hpp"
 
 #include "logger.hpp"
+#include "fault_injection.hpp"
 #include "sys.hpp"
 
 #include <boost/asio/post.hpp>
@@ -55,21 +56,27 @@ error_code inotify_service::add(const asio::any_io_executor& ex, const std::file
         if (!fd) return {errno, system_category()};
         // The first I/O object of a fresh execution context makes Asio's reactor (its
         // epoll descriptor and interrupter), which throws when out of descriptors:
-        // report it like any other failure, and keep nothing half made.
+        // report it like any other failure, and keep nothing half made. After a failure
+        // of the instance the strand and timer are still there; only the fd is new.
+        const bool fresh = !strand_;
         try {
-            strand_.emplace(asio::make_strand(ex));
+            if (fresh) strand_.emplace(asio::make_strand(ex));
             fd_.emplace(*strand_, fd.get());
             fd.release();
-            timer_.emplace(*strand_);
+            if (fresh) timer_.emplace(*strand_);
         } catch (const boost::system::system_error& e) {
-            timer_.reset();
             fd_.reset();  // closes the descriptor if it took it
-            strand_.reset();
+            if (fresh) {
+                timer_.reset();
+                strand_.reset();
+            }
             return e.code();
         } catch (const std::bad_alloc&) {
-            timer_.reset();
             fd_.reset();
-            strand_.reset();
+            if (fresh) {
+                timer_.reset();
+                strand_.reset();
+            }
             return make_error_code(boost::system::errc::not_enough_memory);
         }
     }
@@ -93,7 +100,7 @@ error_code inotify_service::add(const asio::any_io_executor& ex, const std::file
     auto& dw = watches_[reg.dir_wd];
     ++dw.refs;
     dw.children.emplace(dir.filename().string(), reg.key);
-    clients_.emplace(reg.key, std::move(client));
+    clients_.emplace(reg.key, client_entry{std::move(client), liveness_interval});
 
     if (liveness_interval < interval_) {
         interval_ = liveness_interval;
@@ -106,7 +113,17 @@ error_code inotify_service::add(const asio::any_io_executor& ex, const std::file
 
 void inotify_service::remove(const registration& reg) {
     std::lock_guard lk(m_);
-    if (shut_down_ || !clients_.erase(reg.key)) return;
+    if (shut_down_) return;
+    auto ci = clients_.find(reg.key);
+    if (ci == clients_.end()) return;
+    const auto its_interval = ci->second.interval;
+    clients_.erase(ci);
+    if (its_interval == interval_) {
+        // The timer follows the watchers still open: a long-gone short interval must not
+        // keep waking everyone. An armed timer fires once more and re-arms with this.
+        interval_ = std::chrono::milliseconds::max();
+        for (auto& [k_, c] : clients_) interval_ = std::min(interval_, c.interval);
+    }
     if (auto it = watches_.find(reg.file_wd); it != watches_.end()) {
         std::erase_if(it->second.file_clients, [&](const auto& p) { return p.first == reg.key; });
         drop_watch_ref(reg.file_wd);
@@ -145,6 +162,22 @@ std::size_t inotify_service::watch_count() const {
     return watches_.size();
 }
 
+std::chrono::milliseconds inotify_service::liveness_interval() const {
+    std::lock_guard lk(m_);
+    return interval_;
+}
+
+void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told) {
+    OOMWATCH_LOG(error) << "inotify: the instance failed: " << ec.message() << "; " << clients_.size()
+                        << " watched cgroup(s) stop";
+    for (auto& [k_, c] : clients_) told.push_back(c.client);
+    clients_.clear();
+    watches_.clear();
+    fd_.reset();  // closes the instance and every watch on it
+    timer_->cancel();
+    interval_ = std::chrono::milliseconds::max();
+}
+
 void inotify_service::start_reading() {
     if (reading_ || !fd_ || clients_.empty()) return;
     reading_ = true;
@@ -162,20 +195,21 @@ namespace {
 
 // What to tell which client, in the order the kernel reported it.
 struct action {
+    enum what { changed, removed, lost };
     std::weak_ptr<inotify_client> client;
-    bool changed;  // else maybe removed
+    what news;
 };
 
 class action_list {
 public:
-    void add(const std::weak_ptr<inotify_client>& c, bool changed) {
+    void add(const std::weak_ptr<inotify_client>& c, action::what changed) {
         // Skip repeats of the same news to the same client (a kill modifies the file
         // three times); the client re-reads anyway.
         auto* key = c.lock().get();
         if (!key) return;
         auto [it, fresh] = last_.try_emplace(key, actions_.size());
         if (!fresh) {
-            if (actions_[it->second].changed == changed) return;
+            if (actions_[it->second].news == changed) return;
             it->second = actions_.size();
         }
         actions_.push_back({c, changed});
@@ -184,10 +218,11 @@ public:
         for (auto& a : actions_) {
             auto c = a.client.lock();
             if (!c) continue;
-            if (a.changed)
-                c->on_counters_changed();
-            else
-                c->on_maybe_removed();
+            switch (a.news) {
+            case action::changed: c->on_counters_changed(); break;
+            case action::removed: c->on_maybe_removed(); break;
+            case action::lost: c->on_watch_lost(); break;
+            }
         }
     }
 
@@ -200,24 +235,31 @@ private:
 
 void inotify_service::on_readable(error_code ec) {
     action_list actions;
+    std::vector<std::weak_ptr<inotify_client>> failed;
+    error_code failure;
     {
         std::lock_guard lk(m_);
         reading_ = false;
         if (shut_down_ || !fd_) return;
-        if (ec) {
-            if (ec != asio::error::operation_aborted)
-                OOMWATCH_LOG(error) << "inotify: waiting failed: " << ec.message();
+        if (ec == asio::error::operation_aborted) {
             start_reading();  // resumes if clients came back after a cancel
             return;
         }
+        if (!ec) ec = fault::take(fault::inotify_wait_errno);
+        if (ec) {
+            failure = ec;
+            fail_locked(ec, failed);
+        }
         bool overflow = false;
         alignas(inotify_event) char buf[16384];
-        for (;;) {
-            ssize_t n = ::read(fd_->native_handle(), buf, sizeof buf);
+        while (!failure) {
+            ssize_t n = fault::take(fault::inotify_read_errno) ? -1 : ::read(fd_->native_handle(), buf, sizeof buf);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0) {
-                if (errno != EAGAIN)
-                    OOMWATCH_LOG(error) << "inotify: read failed: " << std::strerror(errno);
+                if (errno != EAGAIN) {
+                    failure = error_code(errno, system_category());
+                    fail_locked(failure, failed);
+                }
                 break;
             }
             if (n == 0) break;
@@ -234,18 +276,18 @@ void inotify_service::on_readable(error_code ec) {
                 if (it == watches_.end()) continue;
                 auto& w = it->second;
                 if (ev.mask & IN_MODIFY)
-                    for (auto& [k_, c] : w.file_clients) actions.add(c, true);
+                    for (auto& [k_, c] : w.file_clients) actions.add(c, action::changed);
                 if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0) {
                     auto [b, e] = w.children.equal_range(std::string(name, ::strnlen(name, ev.len)));
                     for (; b != e; ++b)
-                        if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second, false);
+                        if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second.client, action::removed);
                 }
                 if (ev.mask & IN_IGNORED) {
                     // The kernel dropped the watch (its file or directory went away):
                     // everyone who relied on it must check.
-                    for (auto& [k_, c] : w.file_clients) actions.add(c, false);
+                    for (auto& [k_, c] : w.file_clients) actions.add(c, action::lost);
                     for (auto& [n_, k_] : w.children)
-                        if (auto c = clients_.find(k_); c != clients_.end()) actions.add(c->second, false);
+                        if (auto c = clients_.find(k_); c != clients_.end()) actions.add(c->second.client, action::removed);
                     watches_.erase(it);
                 }
             }
@@ -254,13 +296,15 @@ void inotify_service::on_readable(error_code ec) {
             OOMWATCH_LOG(warning) << "inotify: event queue overflowed; re-reading all " << clients_.size()
                                   << " watched cgroups";
             for (auto& [k_, c] : clients_) {
-                actions.add(c, true);
-                actions.add(c, false);
+                actions.add(c.client, action::changed);
+                actions.add(c.client, action::removed);
             }
         }
-        start_reading();
+        if (!failure) start_reading();
     }
     actions.run();
+    for (auto& w : failed)
+        if (auto c = w.lock()) c->on_service_failed(failure);
 }
 
 void inotify_service::on_timer(error_code ec) {
@@ -270,7 +314,7 @@ void inotify_service::on_timer(error_code ec) {
         timing_ = false;
         if (shut_down_) return;
         if (!ec)
-            for (auto& [k_, c] : clients_) actions.add(c, false);
+            for (auto& [k_, c] : clients_) actions.add(c.client, action::removed);
         start_timer();
     }
     actions.run();

@@ -29,9 +29,14 @@ public:
     virtual ~inotify_client() = default;
     /// Its counters file changed (or may have: queue overflow).
     virtual void on_counters_changed() = 0;
-    /// It may be gone (the parent saw a delete or move of its name, its file's watch
-    /// went away, the liveness timer fired, or the queue overflowed).
+    /// It may be gone (the parent saw a delete or move of its name, the liveness timer
+    /// fired, or the queue overflowed).
     virtual void on_maybe_removed() = 0;
+    /// The kernel dropped the watch on its counters file (the file or the cgroup went
+    /// away): no more IN_MODIFY will come for it.
+    virtual void on_watch_lost() = 0;
+    /// The inotify instance failed for good (`ec`); the client's registration is gone.
+    virtual void on_service_failed(const boost::system::error_code& ec) = 0;
 };
 
 class inotify_service : public boost::asio::execution_context::service {
@@ -58,9 +63,11 @@ public:
     /// Undoes `add`; removes the kernel watches that no other client uses.
     void remove(const registration& reg);
 
-    /// How many cgroups are registered, and the inotify watches in use (for tests).
+    /// How many cgroups are registered, the inotify watches in use, and the liveness
+    /// interval in force (max() when none) (for tests).
     std::size_t client_count() const;
     std::size_t watch_count() const;
+    std::chrono::milliseconds liveness_interval() const;
 
 private:
     struct watch {
@@ -75,13 +82,21 @@ private:
     void on_readable(boost::system::error_code ec);
     void on_timer(boost::system::error_code ec);
     void drop_watch_ref(int wd);  // with m_ held
+    // A read or wait error that will not go away: every client learns it, and the
+    // instance is closed (a later add() makes a new one) rather than retried in a loop.
+    void fail_locked(const boost::system::error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told);
+
+    struct client_entry {
+        std::weak_ptr<inotify_client> client;
+        std::chrono::milliseconds interval;
+    };
 
     mutable std::mutex m_;
     std::optional<boost::asio::strand<boost::asio::any_io_executor>> strand_;
     std::optional<boost::asio::posix::stream_descriptor> fd_;
     std::optional<boost::asio::steady_timer> timer_;
     std::unordered_map<int, watch> watches_;
-    std::unordered_map<std::uint64_t, std::weak_ptr<inotify_client>> clients_;
+    std::unordered_map<std::uint64_t, client_entry> clients_;
     std::uint64_t next_key_ = 1;
     std::chrono::milliseconds interval_ = std::chrono::milliseconds::max();
     bool reading_ = false;

@@ -5,9 +5,20 @@
 // never "one event"). After every wake-up the directory is checked and
 // memory.oom_control re-read, so v1 reports `oom` (the signals) and `oom_kill` (the
 // counter's growth) like v2 does.
+//
+// Removal: the kernel signals a registration's eventfd when it tears the registration
+// down, some 10-40 ms after rmdir (css offline runs from a work queue). A wake-up that
+// finds the directory gone therefore may or may not include that removal signal. To
+// count OOMs exactly, a second eventfd (the "probe") is registered first, as a memory
+// threshold that usage can never cross: it fires only at teardown, and since the kernel
+// queues the teardown of the later registration (ours) first and the probe's teardown
+// sleeps (synchronize_rcu) before it signals, the probe firing means our removal signal
+// has been sent. Without a probe (the registration was refused), a bounded wait for the
+// removal signal decides instead.
 #include "v1_watcher.hpp"
 
 #include "detail/parse.hpp"
+#include "fault_injection.hpp"
 #include "logger.hpp"
 #include "sys.hpp"
 
@@ -38,29 +49,44 @@ namespace {
 
 error_code last_errno() { return {errno, system_category()}; }
 
+// How long to wait for the removal signal when there is no probe, and for the probe
+// when there is one (it always fires at teardown; this only bounds a broken kernel).
+constexpr std::chrono::milliseconds removal_grace{300};
+constexpr std::chrono::milliseconds probe_timeout{10'000};
+
+// Registers `efd` for `event_file` in `dir` through cgroup.event_control, with `args`.
+error_code register_event(const std::string& dir, int efd, const std::string& event_file, std::string_view args) {
+    unique_fd target(::open((dir + "/" + event_file).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!target) return last_errno();
+    unique_fd evc(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!evc) return last_errno();
+    std::string line = std::to_string(efd) + " " + std::to_string(target.get());
+    if (!args.empty()) (line += ' ') += args;
+    ssize_t w;
+    do w = ::write(evc.get(), line.data(), line.size());
+    while (w < 0 && errno == EINTR);
+    // The registration is made: the kernel no longer needs our fds of the two files.
+    return w < 0 ? last_errno() : error_code{};
+}
+
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
     v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, std::weak_ptr<watcher_state> sink)
-        : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), settle_(ex),
+        : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), probe_(ex), settle_(ex),
           sink_(std::move(sink)) {}
 
     error_code start(memory_counters& baseline) {
+        // The probe first: the kernel tears registrations down newest first.
+        unique_fd probe(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!probe) return last_errno();
+        if (auto pec = register_event(dir_, probe.get(), "memory.usage_in_bytes", "-1")) {
+            OOMWATCH_LOG(debug) << dir_ << ": no removal probe (" << pec.message()
+                                << "); removal is confirmed by a bounded wait";
+            probe.reset();
+        }
         unique_fd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!efd) return last_errno();
-        unique_fd ctl(::open(oom_control_.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!ctl) return last_errno();
-        auto event_control = dir_ + "/cgroup.event_control";
-        unique_fd evc(::open(event_control.c_str(), O_WRONLY | O_CLOEXEC));
-        if (!evc) return last_errno();
-        std::string line = std::to_string(efd.get()) + " " + std::to_string(ctl.get());
-        ssize_t w;
-        do w = ::write(evc.get(), line.data(), line.size());
-        while (w < 0 && errno == EINTR);
-        if (w < 0) return last_errno();
-        // The registration is made: the kernel no longer needs our fd of
-        // memory.oom_control (nor of cgroup.event_control); closing them keeps one fd a cgroup.
-        ctl.reset();
-        evc.reset();
+        if (auto ec = register_event(dir_, efd.get(), "memory.oom_control", {})) return ec;
 
         // A cgroup under OOM right now signals at registration. What happened before the
         // watcher existed is not an event: drain it, then read the baseline.
@@ -79,6 +105,11 @@ public:
         efd_.assign(efd.get(), ec);
         if (ec) return ec;
         efd.release();
+        if (probe) {
+            probe_.assign(probe.get(), ec);
+            if (ec) return ec;
+            probe.release();
+        }
         std::lock_guard lk(m_);
         read_next();
         return {};
@@ -92,18 +123,24 @@ public:
 private:
     // With m_ held.
     void read_next() {
+        read_pending_ = true;
         asio::async_read(efd_, asio::buffer(&value_, sizeof value_),
                          [self = shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
     }
 
     void on_read(error_code ec) {
         std::lock_guard lk(m_);
+        read_pending_ = false;
         if (stopped_) return;  // stopped: operation_aborted, or the close raced with completion
+        if (removing_) {
+            on_read_while_removing(ec);
+            return;
+        }
+        if (!ec) ec = fault::take(fault::eventfd_read_errno);
         if (ec) {
-            // An eventfd read fails only if something is badly wrong; say so and stop
-            // rather than spin.
-            OOMWATCH_LOG(error) << dir_ << ": reading the OOM eventfd failed: " << ec.message();
-            stopped_ = true;
+            // An eventfd read fails only if something is badly wrong. Retrying would
+            // spin on the same error: end the watch, and say so to every consumer.
+            if (auto sink = sink_.lock()) fail(*sink, ec);
             return;
         }
         std::uint64_t signals = value_;
@@ -132,7 +169,7 @@ private:
 
     void on_settle(error_code ec) {
         std::lock_guard lk(m_);
-        if (stopped_ || ec) return;
+        if (stopped_ || removing_ || ec) return;
         if (!reread(0)) return;
         // Done once every notification has its kill and the OOM is over; an OOM that
         // kills nobody (oom_kill_disable, memory freed) just runs the schedule out.
@@ -153,19 +190,18 @@ private:
     }
 
     // Re-reads the counters and publishes `signals` OOMs and the oom_kill growth.
-    // False when the cgroup turned out to be removed (the watch is over).
+    // False when the cgroup turned out to be removed (the removal is being confirmed).
     bool reread(std::uint64_t signals) {
         auto sink = sink_.lock();
         if (!sink) return false;
-        // Removal signals once too; the directory is gone by then.
         if (check_alive() == liveness::gone) {
-            finish_removed(*sink, signals > 0 ? signals - 1 : 0);
+            begin_removal(signals);
             return false;
         }
         memory_counters c;
         if (auto rec = read_counters(c)) {
             if (check_alive() == liveness::gone) {
-                finish_removed(*sink, signals > 0 ? signals - 1 : 0);
+                begin_removal(signals);
                 return false;
             }
             // Still there but unreadable: report the signals now; the kills show up in
@@ -194,7 +230,83 @@ private:
         return true;
     }
 
-    void finish_removed(watcher_state& sink, std::uint64_t ooms) {
+    // The directory is gone. `signals` were read with that discovery and not published:
+    // one of the signals read from now on, these included, is the removal's.
+    // With m_ held.
+    void begin_removal(std::uint64_t signals) {
+        removing_ = true;
+        held_ = signals;
+        settle_.cancel();
+        if (probe_.is_open()) {
+            probe_.async_wait(asio::posix::stream_descriptor::wait_read,
+                              [self = shared_from_this()](error_code ec) { self->on_probe(ec); });
+        }
+        settle_.expires_after(probe_.is_open() ? probe_timeout : removal_grace);
+        settle_.async_wait([self = shared_from_this()](error_code ec) { self->on_removal_timeout(ec); });
+        if (!read_pending_) read_next();
+    }
+
+    // With m_ held.
+    void on_read_while_removing(const error_code& ec) {
+        if (ec == asio::error::operation_aborted && !confirmed_) return;
+        if (!ec) held_ += value_;
+        if (confirmed_) {
+            // The probe fired (or timed out) and the pending read was cancelled to
+            // collect what it had: take whatever else is in the counter, and finish.
+            std::uint64_t more = 0;
+            ssize_t n;
+            do n = ::read(efd_.native_handle(), &more, sizeof more);
+            while (n < 0 && errno == EINTR);
+            if (n == sizeof more) held_ += more;
+            finish_removed();
+            return;
+        }
+        if (ec) {
+            finish_removed();  // cannot read on: the held signals include the removal's, or it is lost
+            return;
+        }
+        if (!probe_.is_open()) {
+            // No probe: a signal after the directory is gone can only be the removal's.
+            finish_removed();
+            return;
+        }
+        read_next();  // with a probe, wait for it: it says when the removal signal is in
+    }
+
+    void on_probe(error_code ec) {
+        std::lock_guard lk(m_);
+        if (stopped_ || ec == asio::error::operation_aborted) return;
+        confirm();
+    }
+
+    void on_removal_timeout(error_code ec) {
+        std::lock_guard lk(m_);
+        if (stopped_ || ec) return;
+        if (probe_.is_open())
+            OOMWATCH_LOG(warning) << dir_ << ": the removal probe did not fire within "
+                                  << probe_timeout.count() << " ms; counting the last signal as the removal";
+        confirm();
+    }
+
+    // The removal signal is in (or waited for long enough). With m_ held.
+    void confirm() {
+        if (confirmed_) return;
+        confirmed_ = true;
+        // The pending read completes (with its value, if it had one, or aborted), and
+        // on_read_while_removing finishes.
+        error_code ignored;
+        efd_.cancel(ignored);
+    }
+
+    // Every signal read since the directory was found gone, less the removal's, was an OOM.
+    // With m_ held.
+    void finish_removed() {
+        auto sink = sink_.lock();
+        if (!sink) {
+            shut_down();
+            return;
+        }
+        const std::uint64_t ooms = held_ > 0 ? held_ - 1 : 0;
         if (ooms > 0) {
             memory_counters c = last_;
             ooms_ += ooms;
@@ -202,19 +314,26 @@ private:
             counter_delta d;
             d.by_kind[static_cast<std::size_t>(event_kind::oom)] = ooms;
             last_ = c;
-            sink.publish(d, c);
+            sink->publish(d, c);
         }
-        OOMWATCH_LOG(info) << dir_ << ": cgroup removed";
-        sink.publish_removed();
+        OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
+        sink->publish_removed();
         shut_down();
+    }
+
+    void fail(watcher_state& sink, const error_code& ec) {
+        OOMWATCH_LOG(error) << dir_ << ": reading the OOM eventfd failed: " << ec.message();
+        shut_down();
+        sink.publish_failed(ec, dir_ + " (OOM eventfd)");
     }
 
     // With m_ held.
     void shut_down() noexcept {
         stopped_ = true;
         error_code ignored;
-        // Closing the eventfd also unregisters it: the kernel sees POLLHUP and drops the event.
+        // Closing the eventfds also unregisters them: the kernel sees POLLHUP and drops the events.
         efd_.close(ignored);
+        probe_.close(ignored);
         settle_.cancel();
     }
 
@@ -241,9 +360,10 @@ private:
     // Strings, not std::filesystem::path, which keeps a list of its components.
     const std::string dir_;
     const std::string oom_control_;
-    std::mutex m_;  // the descriptor and the counters; completion handlers may run on any thread
+    std::mutex m_;  // the descriptors and the counters; completion handlers may run on any thread
     asio::posix::stream_descriptor efd_;
-    asio::steady_timer settle_;  // re-reads after a notification, until the kills show
+    asio::posix::stream_descriptor probe_;  // fires only when the cgroup is torn down; may be closed
+    asio::steady_timer settle_;  // re-reads after a notification, until the kills show; bounds the removal
     std::weak_ptr<watcher_state> sink_;
     std::uint64_t value_ = 0;
     std::uint64_t ooms_ = 0;  // v1 keeps no OOM counter: ours, since the watch started
@@ -252,7 +372,11 @@ private:
     int settle_step_ = settle_steps;  // settle_steps: not settling
     std::uint64_t unsettled_ = 0;     // notifications whose kills may still come
     std::uint64_t kills_before_ = 0;  // oom_kill before them
+    std::uint64_t held_ = 0;          // signals since the directory was found gone
     bool stale_ = false;  // the last read of memory.oom_control failed
+    bool removing_ = false;   // the directory is gone; waiting for the removal signal
+    bool confirmed_ = false;  // ... and it is in
+    bool read_pending_ = false;
     bool stopped_ = false;
 };
 

@@ -14,10 +14,12 @@
 
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/query.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -40,6 +42,8 @@ public:
         struct stat st{};
         if (auto ec = stat_path(dir_, st)) return ec;
         ino_ = st.st_ino;
+        ex_ = ex;
+        liveness_ = liveness;
         // Arm first, then read the baseline: a change in between is in the baseline (it
         // happened before the watcher existed), a change after it is a notification.
         if (auto ec = svc_.add(ex, file_, dir_, weak_from_this(), liveness, reg_)) return ec;
@@ -73,20 +77,67 @@ public:
         if (done_ || !ready_) return;
         auto sink = sink_.lock();
         if (!sink) return;
-        if (gone())
+        if (gone()) {
             finish_removed(*sink);
-        else if (stale_)
-            reread(*sink);  // the last read failed: the safety net retries it
+            return;
+        }
+        // The kernel says nothing when the memory controller is disabled for a cgroup
+        // (its files go, no inotify event): the safety net notices the file missing.
+        struct stat st{};
+        if (stale_ || recheck_armed_ || stat_path(file_, st)) reread(*sink);
+    }
+
+    void on_watch_lost() override {
+        std::lock_guard lk(m_);
+        if (done_ || !ready_) return;
+        auto sink = sink_.lock();
+        if (!sink) return;
+        // The kernel dropped the watch on the counters file, with the file (or the
+        // cgroup). Re-reading tells which: gone, a missing file (confirmed, then a
+        // failure), or a file still there, which gets a new watch.
+        watch_lost_ = true;
+        reread(*sink);
+    }
+
+    void on_service_failed(const error_code& ec) override {
+        std::lock_guard lk(m_);
+        if (done_) return;
+        registered_ = false;  // the instance and its watches are gone
+        if (auto sink = sink_.lock()) fail(*sink, ec, "inotify (watching " + file_ + ")");
     }
 
 private:
     // With m_ held.
     void reread(watcher_state& sink) {
+        for (int pass = 0; pass < 2 && !done_; ++pass)
+            if (!read_once(sink)) return;
+    }
+
+    // One read; true when it must be repeated (the watch was re-armed after it, so a
+    // change in between may have gone unnotified).
+    bool read_once(watcher_state& sink) {
         memory_counters c;
         if (auto ec = read_counters(c)) {
             if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device) {
-                if (gone()) finish_removed(sink);
-                return;
+                error_code lec;
+                switch (check_liveness(dir_, ino_, lec)) {
+                case liveness::gone: finish_removed(sink); break;
+                case liveness::alive:
+                    // The cgroup is there but its memory.events is not: the controller
+                    // was disabled for it, and nothing more can be counted, ever. Unless
+                    // the directory is about to go too (a removal takes the files first
+                    // on some file systems): look once more shortly, then say so.
+                    if (confirming_)
+                        fail(sink, make_error_code(error::counters_vanished), file_);
+                    else if (!recheck_armed_)
+                        recheck_soon();
+                    break;
+                case liveness::unknown:
+                    OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << lec.message();
+                    stale_ = true;  // the liveness timer retries
+                    break;
+                }
+                return false;
             }
             if (ec == error::malformed_counters) {
                 // A fake file caught mid-write reads empty or partial (real cgroup files
@@ -98,14 +149,26 @@ private:
                 OOMWATCH_LOG(warning) << file_ << ": cannot read: " << ec.message();
                 stale_ = true;
             }
-            return;
+            return false;
         }
         stale_ = false;
         // The file read may be a namesake's, made after ours was removed: its counters
         // are not ours.
         if (gone()) {
             finish_removed(sink);
-            return;
+            return false;
+        }
+        if (watch_lost_) {
+            // Still readable, yet the kernel dropped the watch: without one no change
+            // would be seen again. Arm a new one (or fail, saying why), and read again.
+            watch_lost_ = false;
+            unregister();
+            if (auto ec = svc_.add(ex_, file_, dir_, weak_from_this(), liveness_, reg_)) {
+                fail(sink, ec, file_);
+                return false;
+            }
+            registered_ = true;
+            return true;
         }
         counter_delta d = compute_delta(last_, c, kind_set::all());
         if (d.went_backwards) {
@@ -116,6 +179,26 @@ private:
         if (!d.empty()) OOMWATCH_LOG(debug) << file_ << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
         sink.publish(d, c);
+        return false;
+    }
+
+    // With m_ held.
+    void recheck_soon() {
+        if (!recheck_) recheck_ = std::make_unique<asio::steady_timer>(ex_);
+        recheck_armed_ = true;
+        recheck_->expires_after(std::chrono::milliseconds(100));
+        recheck_->async_wait([w = weak_from_this()](error_code ec) {
+            auto self = w.lock();
+            if (!self) return;
+            std::lock_guard lk(self->m_);
+            self->recheck_armed_ = false;
+            if (ec || self->done_) return;
+            if (auto sink = self->sink_.lock()) {
+                self->confirming_ = true;  // a missing file now is the end
+                self->reread(*sink);
+                self->confirming_ = false;
+            }
+        });
     }
 
     bool gone() const {
@@ -127,13 +210,21 @@ private:
     }
 
     void finish_removed(watcher_state& sink) {
-        OOMWATCH_LOG(info) << dir_ << ": cgroup removed";
+        OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
         done_ = true;
         unregister();
         sink.publish_removed();
     }
 
+    void fail(watcher_state& sink, const error_code& ec, const std::string& what) {
+        OOMWATCH_LOG(error) << what << ": watch failed: " << ec.message();
+        done_ = true;
+        unregister();
+        sink.publish_failed(ec, what);
+    }
+
     void unregister() {
+        if (recheck_ && done_) recheck_->cancel();
         if (!registered_) return;
         registered_ = false;
         svc_.remove(reg_);
@@ -155,6 +246,8 @@ private:
     }
 
     inotify_service& svc_;
+    asio::any_io_executor ex_;
+    std::chrono::milliseconds liveness_{};
     // Plain strings, not std::filesystem::path: a path keeps a list of its components,
     // several hundred bytes each, and 10,000 watchers should stay small.
     const std::string dir_;
@@ -166,6 +259,10 @@ private:
     ino_t ino_ = 0;
     std::size_t lines_ = 0;  // lines of the last good read
     bool stale_ = false;     // the last read failed (not for a torn file): retry it
+    bool watch_lost_ = false;  // the kernel dropped the file's watch: re-arm on the next good read
+    bool recheck_armed_ = false;  // the file was missing with the cgroup there: look again
+    bool confirming_ = false;     // this read is that second look
+    std::unique_ptr<asio::steady_timer> recheck_;  // made on first need: confirms a missing file
     bool registered_ = false;
     bool ready_ = false;
     bool done_ = false;

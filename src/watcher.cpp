@@ -11,6 +11,10 @@
 #include "watcher_state.hpp"
 
 #include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
@@ -34,8 +38,10 @@ subscription::~subscription() { reset(); }
 
 void subscription::reset() noexcept {
     if (sub_) {
-        sub_->deactivate();
+        sub_->deactivate(true);
+        auto owner = sub_->owner();
         sub_.reset();
+        if (owner) owner->subscriber_gone();
     }
 }
 
@@ -107,6 +113,11 @@ watcher::watcher(const executor_type& ex, process p, const watch_options& opts, 
 }
 
 void watcher::open(const std::filesystem::path& dir, cgroup_version v, const watch_options& opts, error_code& ec) {
+    if (opts.liveness_interval <= std::chrono::milliseconds::zero()) {
+        ec = make_error_code(boost::system::errc::invalid_argument);
+        OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: liveness_interval must be positive";
+        return;
+    }
     auto st = std::make_shared<detail::watcher_state>(ex_, dir, v, opts.kinds);
     auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, dir, st, ec)
                                        : detail::start_v2_watch(ex_, dir, opts, st, ec);
@@ -132,7 +143,7 @@ watcher& watcher::operator=(watcher&& other) noexcept {
 
 watcher::~watcher() { close(); }
 
-bool watcher::is_open() const noexcept { return state_ && !state_->closed(); }
+bool watcher::is_open() const noexcept { return state_ && state_->open(); }
 
 const std::filesystem::path& watcher::cgroup() const noexcept { return state_ ? state_->cgroup() : empty_path; }
 
@@ -148,9 +159,44 @@ void watcher::async_next_event_impl(event_handler handler) {
     state_->async_next(std::move(handler));
 }
 
+std::optional<cgroup_error> watcher::failure() const {
+    if (!state_) return std::nullopt;
+    auto f = state_->failure();
+    if (!f) return std::nullopt;
+    return cgroup_error(f->ec, f->path);
+}
+
+namespace {
+
+// The exception `next_event()` throws: a `cgroup_error` naming the file that failed, or
+// else the cgroup.
+std::exception_ptr to_exception(const error_code& ec, const std::shared_ptr<detail::watcher_state>& st,
+                                const std::filesystem::path& cgroup) {
+    if (st && ec != asio::error::operation_aborted)
+        if (auto f = st->failure(); f && f->ec == ec) return std::make_exception_ptr(cgroup_error(ec, f->path));
+    return std::make_exception_ptr(cgroup_error(ec, cgroup));
+}
+
+} // namespace
+
 // Not a coroutine of its own: the operation's awaitable is returned as it is, which
-// saves a coroutine frame per waiting consumer.
-asio::awaitable<oom_event> watcher::next_event() { return async_next_event(asio::use_awaitable); }
+// saves a coroutine frame per waiting consumer. Its completion carries an exception_ptr,
+// so that use_awaitable throws a cgroup_error naming the path.
+asio::awaitable<oom_event> watcher::next_event() {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, oom_event)>(
+        [this](auto handler) {
+            auto slot = asio::get_associated_cancellation_slot(handler);
+            auto hex = asio::get_associated_executor(handler, ex_);
+            async_next_event_impl(asio::bind_cancellation_slot(
+                slot, asio::bind_executor(hex, [h = std::move(handler), st = state_](error_code ec,
+                                                                                       oom_event ev) mutable {
+                    std::exception_ptr e;
+                    if (ec) e = to_exception(ec, st, st ? st->cgroup() : std::filesystem::path{});
+                    std::move(h)(e, std::move(ev));
+                })));
+        },
+        asio::use_awaitable);
+}
 
 subscription watcher::subscribe_impl(executor_type ex, subscriber_fn fn) {
     if (!state_) return subscription{};

@@ -1,6 +1,8 @@
 // oomwatch/event.hpp: what a watcher reports.
 #pragma once
 
+#include <boost/system/error_code.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -35,11 +37,15 @@ enum class event_kind : std::uint8_t {
     low,
     /// The cgroup was removed. Always the last event of a watcher; `count` is 1.
     removed,
+    /// The watch failed for good (`oom_event::error` says why); nothing more will be
+    /// reported. Always the last event, like `removed`; `count` is 1. Subscribers receive
+    /// it as an event; `async_next_event` completes with `error` set to the same code.
+    failed,
 };
 
-inline constexpr std::size_t event_kind_count = 7;
+inline constexpr std::size_t event_kind_count = 8;
 
-/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed".
+/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed", "failed".
 std::string_view to_string(event_kind k) noexcept;
 /// The inverse of `to_string`; empty for an unknown name.
 std::optional<event_kind> event_kind_from_string(std::string_view s) noexcept;
@@ -59,13 +65,15 @@ public:
     constexpr kind_set& erase(event_kind k) noexcept { bits_ &= static_cast<std::uint8_t>(~bit(k)); return *this; }
     constexpr bool operator==(const kind_set&) const noexcept = default;
 
-    /// `oom`, `oom_kill`, `oom_group_kill` (and `removed`, which is always reported).
+    /// `oom`, `oom_kill`, `oom_group_kill` (and `removed` and `failed`, which are always
+    /// reported).
     static constexpr kind_set defaults() noexcept {
-        return {event_kind::oom, event_kind::oom_kill, event_kind::oom_group_kill, event_kind::removed};
+        return {event_kind::oom, event_kind::oom_kill, event_kind::oom_group_kill, event_kind::removed,
+                event_kind::failed};
     }
     static constexpr kind_set all() noexcept {
-        return {event_kind::oom, event_kind::oom_kill, event_kind::oom_group_kill, event_kind::high,
-                event_kind::max, event_kind::low, event_kind::removed};
+        return {event_kind::oom,  event_kind::oom_kill, event_kind::oom_group_kill, event_kind::high,
+                event_kind::max,  event_kind::low,      event_kind::removed,        event_kind::failed};
     }
 
 private:
@@ -114,6 +122,9 @@ struct oom_event {
     /// When the watcher observed the earliest occurrence in this event (wall clock).
     std::chrono::system_clock::time_point time;
     cgroup_version version = cgroup_version::v1;
+    /// `failed` events only: why the watch failed (an errno value in `system_category()`,
+    /// or an `oomwatch::error` such as `counters_vanished`). Empty otherwise.
+    boost::system::error_code error;
 };
 
 } // namespace oomwatch

@@ -46,7 +46,8 @@ struct watch_options {
     /// cgroup v2: how often the safety net re-reads the counters and rechecks that the
     /// cgroup still exists. Removal is normally seen at once through the parent
     /// directory's inotify watch. One timer serves all v2 watchers of an execution
-    /// context, at the shortest interval any of them asks for.
+    /// context, at the shortest interval of the watchers still open. Must be positive:
+    /// zero or negative fails construction with `errc::invalid_argument`.
     std::chrono::milliseconds liveness_interval{std::chrono::seconds(5)};
 };
 
@@ -56,8 +57,11 @@ struct process {
 };
 
 /// A subscription made by `watcher::subscribe`. Destroying or resetting it stops
-/// delivery: the handler is not invoked again after `reset()` returns, except for an
-/// invocation already running on another thread at that moment.
+/// delivery: once `reset()` (or the destructor) returns, the handler is neither running
+/// nor invoked again. When the handler is running on another thread at that moment,
+/// `reset()` waits for it to return, as `std::stop_callback`'s destructor does; called
+/// from within the handler itself it returns at once. So do not reset a subscription
+/// while holding a lock that its handler takes.
 class subscription {
 public:
     subscription() noexcept = default;
@@ -67,9 +71,10 @@ public:
     subscription& operator=(const subscription&) = delete;
     ~subscription();
 
-    /// Stops delivery. Safe to call from within the handler.
+    /// Stops delivery (see the class comment). Safe to call from within the handler and
+    /// from any thread.
     void reset() noexcept;
-    /// True until `reset()`, destruction, or delivery of the `removed` event.
+    /// True until `reset()`, destruction, or delivery of the `removed` or `failed` event.
     bool active() const noexcept;
 
 private:
@@ -86,14 +91,24 @@ private:
 /// Counters are read as a baseline when the watcher starts: what happened before
 /// produces no event. Every change is re-read and reported as exact per-kind deltas.
 ///
-/// Events are kept from construction on, for `async_next_event` and for each
-/// subscription separately, coalesced per kind (bounded memory: one slot per kind),
-/// so nothing is lost while nobody is waiting and a slow consumer never slows the
-/// watcher or the other consumers.
+/// Events are kept for `async_next_event` from construction on, and for each
+/// subscription from its `subscribe()` on, separately, coalesced per kind (bounded
+/// memory: one slot per kind), so nothing is lost while nobody is waiting and a slow
+/// consumer never slows the watcher or the other consumers. A subscription does not see
+/// events that happened before it was made (they stay for `async_next_event`).
+///
+/// The watch ends with `removed` (the cgroup is gone) or `failed` (it cannot go on: the
+/// eventfd or the inotify instance failed, or the counters file vanished while the cgroup
+/// remains: seen by the liveness timer, as the kernel sends no notification for it). Both
+/// are the last event; the watcher releases its descriptors at that point.
+/// A failure is never silent: it is logged at `error` (when logging is enabled), the
+/// pending and every later `async_next_event` completes with its code (after the events
+/// that came before it), subscribers receive a `failed` event, and `failure()` names the
+/// file concerned.
 ///
 /// Object lifetimes: a watcher must not outlive its execution context. It may be
 /// destroyed with operations pending; they complete with `operation_aborted`. No file
-/// descriptor outlives the watcher (v1: its eventfd; v2: its inotify watches, the
+/// descriptor outlives the watcher (v1: its two eventfds; v2: its inotify watches, the
 /// shared instance stays with the execution context).
 ///
 /// Thread safety: Distinct objects: Safe. Shared objects: Unsafe, except that a
@@ -145,10 +160,19 @@ public:
     ~watcher();
 
     executor_type get_executor() const noexcept { return ex_; }
+    /// True while the watcher is watching: from a successful construction until `close()`,
+    /// or until the watch ended (`removed` or `failed` was published; the descriptors are
+    /// released then). False after a failed construction and when moved from.
     bool is_open() const noexcept;
-    /// The cgroup's directory (empty when closed by a failed construction or moved from).
+    /// The cgroup's directory; kept after the watch ended and after `close()`. Empty after
+    /// a failed construction or when moved from.
     const std::filesystem::path& cgroup() const noexcept;
+    /// The cgroup's version; kept after the watch ended and after `close()`. Meaningless
+    /// (v1) when `cgroup()` is empty.
     cgroup_version version() const noexcept;
+    /// Why the watch failed, if it did: the error code of the `failed` event, and the file
+    /// it concerns (`path()`; `what()` reads "oomwatch: PATH: message").
+    std::optional<cgroup_error> failure() const;
     /// The counters as last read (the baseline until something happens).
     memory_counters counters() const;
 
@@ -162,8 +186,13 @@ public:
     /// Per-operation cancellation: terminal, partial and total. Waiting consumes
     /// nothing, so a cancelled wait loses no event: it is delivered to the next call.
     ///
+    /// Outstanding work: while the wait is pending it counts as work on the handler's
+    /// associated executor (its `io_context::run()` does not return for lack of work).
+    ///
     /// Errors: `operation_aborted` (cancelled, `cancel()`, `close()`, or the watcher was
     /// destroyed); `error::cgroup_removed` after the `removed` event was delivered;
+    /// the watch's failure code (see `failure()`) with an event of kind `failed` once the
+    /// watch failed and the events before it were delivered, for this and every later call;
     /// `error::watcher_closed` on a closed watcher; `error::operation_in_progress` when
     /// another wait is pending.
     template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code, oom_event))
@@ -174,17 +203,20 @@ public:
             this);
     }
 
-    /// `co_await w.next_event()`: the next event; throws `boost::system::system_error`
-    /// with the errors of `async_next_event`. Use it with awaitable operators
+    /// `co_await w.next_event()`: the next event; throws `cgroup_error` (a
+    /// `boost::system::system_error`) with the errors of `async_next_event`, naming the
+    /// file that failed or else the cgroup. Use it with awaitable operators
     /// (`co_await (w.next_event() || timer.async_wait(use_awaitable))`).
     boost::asio::awaitable<oom_event> next_event();
 
-    /// Calls `handler(const oom_event&)` for every event from now on, on `ex` (for
-    /// example a strand); events are posted to it, never run inside the watcher.
-    /// Each subscription has its own backlog: when the handler falls behind its events
-    /// are coalesced per kind (counts add up), in bounded memory. The last event is
-    /// `removed`; after it the subscription is inactive. Nothing is delivered after the
-    /// watcher is closed or destroyed.
+    /// Calls `handler(const oom_event&)` for every event from now on (not for earlier
+    /// ones), on `ex` (for example a strand); events are posted to it, never run inside
+    /// the watcher. Each subscription has its own backlog: when the handler falls behind
+    /// its events are coalesced per kind (counts add up), in bounded memory. The last
+    /// event is `removed` or `failed` (with `oom_event::error`); after it the subscription
+    /// is inactive. A subscription made after the watch ended receives that last event
+    /// alone. Nothing is delivered after the watcher is closed or destroyed: like
+    /// `subscription::reset()`, `close()` waits for a handler running on another thread.
     ///
     /// An exception thrown by the handler propagates out of the executor's `run()`; the
     /// watcher and other subscriptions are unaffected, and delivery to this subscription
@@ -203,7 +235,8 @@ public:
     void cancel();
     /// Stops watching and releases the descriptors. A pending `async_next_event`
     /// completes with `operation_aborted`, later ones with `error::watcher_closed`;
-    /// subscriptions receive nothing more.
+    /// subscriptions receive nothing more (a handler running on another thread is waited
+    /// for; see `subscription`).
     void close();
 
 private:

@@ -36,6 +36,7 @@ void setup_logging(int verbosity) {
                                       : log_severity::warning;
     // Records without a Severity (none of ours) fail the comparison and are dropped.
     boost::log::core::get()->set_filter(severity_attr >= min);
+    oomwatch::enable_logging(min);  // the library is silent until asked
 }
 
 std::string format_rfc3339(std::chrono::system_clock::time_point tp) {

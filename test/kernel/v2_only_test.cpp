@@ -408,4 +408,49 @@ BOOST_FIXTURE_TEST_CASE(rmdir_gives_removed_promptly_through_the_parent_watch, v
     BOOST_TEST(log.events.size() == 1u);
 }
 
+// The memory controller disabled in the parent's cgroup.subtree_control under a live
+// watcher: the child stays, its memory.events goes. The kernel says nothing (no inotify
+// event: measured here), so the liveness safety net notices; the watch fails (no silent
+// death) within about one interval.
+BOOST_FIXTURE_TEST_CASE(disabling_the_controller_fails_the_watch, v2_fixture) {
+    auto parent = make("oomwatch-v2-ctl", 0);
+    auto made = parent.create_child("leaf", 0);
+    BOOST_TEST_REQUIRE(made.has_value(), "cannot create the child: " << made.error().message());
+    auto child = std::move(*made);
+    watch_options o;
+    o.liveness_interval = std::chrono::milliseconds(200);
+    watcher w(ctx, child.path(), o);
+    std::vector<oom_event> seen;
+    auto sub = w.subscribe([&](const oom_event& ev) { seen.push_back(ev); });
+    event_log log(w);
+    log.arm();
+    run_ready(ctx);
+    BOOST_TEST_REQUIRE(!parent.write_file("cgroup.subtree_control", "-memory"));
+    BOOST_TEST_REQUIRE(fs::exists(child.path()));
+    BOOST_TEST_REQUIRE(!fs::exists(child.path() / "memory.events"));
+    const auto start = std::chrono::steady_clock::now();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.last_error && !seen.empty(); }, 5s), "the watch did not fail");
+    BOOST_TEST_MESSAGE("the watch failed " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - start).count()
+                                           << " ms after the controller was disabled");
+    BOOST_TEST(log.last_error == error::counters_vanished);
+    BOOST_TEST(seen.back().kind == event_kind::failed);
+    BOOST_TEST(seen.back().error == error::counters_vanished);
+    auto f = w.failure();
+    BOOST_TEST_REQUIRE(f.has_value());
+    BOOST_TEST(f->path() == child.path() / "memory.events");
+    BOOST_TEST(!w.is_open());
+}
+
+// The root of the v2 hierarchy keeps no memory.events: a clear error, not "no memory
+// controller".
+BOOST_FIXTURE_TEST_CASE(the_root_cgroup_is_refused_as_the_root, v2_fixture) {
+    auto h = detail::find_memory_hierarchy();
+    BOOST_TEST_REQUIRE(h.has_value());
+    error_code ec;
+    watcher w(ctx, h->mount_point, {}, ec);
+    BOOST_TEST(ec == error::root_cgroup, ec.message());
+    BOOST_TEST(!w.is_open());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -108,7 +108,7 @@ std::ostream& operator<<(std::ostream& os, const events_case& c) { return os << 
 
 std::vector<events_case> valid_events() {
     return {
-        // As Debian's 6.1 kernel writes it after one OOM kill (KERNEL-FACTS).
+        // As Debian's 6.1 kernel writes it after one OOM kill (docs/kernel.md).
         {"kernel 6.1 after a kill", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n",
          counters(0, 0, 3, 1, 1, 0)},
         {"all zero", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n", counters(0, 0, 0, 0, 0, 0)},
@@ -563,7 +563,7 @@ BOOST_AUTO_TEST_CASE(event_kind_names_round_trip) {
     const std::vector<std::pair<event_kind, std::string>> expected = {
         {event_kind::oom, "oom"},   {event_kind::oom_kill, "oom_kill"}, {event_kind::oom_group_kill, "oom_group_kill"},
         {event_kind::high, "high"}, {event_kind::max, "max"},           {event_kind::low, "low"},
-        {event_kind::removed, "removed"},
+        {event_kind::removed, "removed"}, {event_kind::failed, "failed"},
     };
     BOOST_TEST(expected.size() == oomwatch::event_kind_count);
     for (const auto& [kind, name] : expected) {
