@@ -19,6 +19,8 @@
 add_executable(oomwatch_unprivileged_tests ${CMAKE_CURRENT_LIST_DIR}/unprivileged_test.cpp)
 target_include_directories(oomwatch_unprivileged_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(oomwatch_unprivileged_tests PRIVATE oomwatch_test_support oomwatch_warnings)
+# Run outside run-unprivileged.sh every case skips: exit 77, not 0 (test/CMakeLists.txt).
+oomwatch_skip_aware_main(oomwatch_unprivileged_tests)
 
 # Their root-side helper: creates the v1 scratch cgroups, runs OOM victims.
 add_executable(oomwatch_unprivileged_helper ${CMAKE_CURRENT_LIST_DIR}/unprivileged_helper.cpp)

@@ -1,12 +1,19 @@
 #include "test_support.hpp"
 
+#include <boost/cstdlib.hpp>
 #include <boost/log/expressions.hpp>
 #include <boost/log/utility/setup/console.hpp>
 
+#include <boost/test/results_collector.hpp>
+#include <boost/test/tree/observer.hpp>
+
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <iostream>
 #include <stdexcept>
 #include <system_error>
 
@@ -100,6 +107,52 @@ void fake_v2_tree::write_events(const std::filesystem::path& cg, const memory_co
 void fake_v2_tree::remove_cgroup(const std::filesystem::path& cg) {
     for (auto& e : std::filesystem::directory_iterator(cg)) std::filesystem::remove(e.path());
     std::filesystem::remove(cg);
+}
+
+namespace {
+
+// Sees the end of the run (after the results of every test unit are in) and keeps how
+// many test cases ran and how many were skipped.
+struct skip_observer : boost::unit_test::test_observer {
+    void test_finish() override {
+        namespace ut = boost::unit_test;
+        const auto& r = ut::results_collector.results(ut::framework::master_test_suite().p_id);
+        finished = true;
+        // "Skipped" includes the cases a --run_test filter left out; a case that ran
+        // passed, warned, failed, aborted or timed out.
+        ran = r.p_test_cases_passed + r.p_test_cases_warned + r.p_test_cases_failed + r.p_test_cases_aborted +
+              r.p_test_cases_timed_out;
+        skipped = r.p_test_cases_skipped;
+    }
+    bool finished = false;
+    std::size_t ran = 0;
+    std::size_t skipped = 0;
+};
+
+skip_observer the_skip_observer;
+bool (*module_init)() = nullptr;
+
+bool init_and_observe() {
+    boost::unit_test::framework::register_observer(the_skip_observer);
+    return module_init();
+}
+
+} // namespace
+
+int run_test_program(bool (*init)(), int argc, char* argv[]) {
+    module_init = init;
+    const int rc = boost::unit_test::unit_test_main(&init_and_observe, argc, argv);
+    const auto& o = the_skip_observer;
+    if (rc != 0 || !o.finished || o.ran != 0 || o.skipped == 0) return rc;
+    const std::string name = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "test program";
+    if (kernel_required()) {
+        std::cerr << name << ": FAIL: every test case was skipped, and OOMWATCH_REQUIRE_KERNEL=1 allows no skipping"
+                  << std::endl;
+        return boost::exit_test_failure;
+    }
+    std::cerr << name << ": every test case was skipped: exit status " << all_skipped_exit
+              << " (ctest shows it as skipped)" << std::endl;
+    return all_skipped_exit;
 }
 
 void event_log::arm() {

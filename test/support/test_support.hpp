@@ -60,6 +60,29 @@ struct kernel_precondition {
         BOOST_TEST_REQUIRE(why_.empty(), "real-kernel test cannot run: " << why_);               \
     } while (0)
 
+/// A Boost.Test precondition for cases that need root but no cgroup (lowering an inotify
+/// sysctl, say): skips, saying `what` needs root, when not root, unless required; then
+/// the case runs and fails on its first step, OOMWATCH_REQUIRE_ROOT.
+struct root_precondition {
+    const char* what;
+    boost::test_tools::assertion_result operator()(boost::unit_test::test_unit_id) const {
+        if (::geteuid() == 0 || kernel_required()) return true;
+        boost::test_tools::assertion_result r(false);
+        r.message() << "skipped: " << what << " needs root (set OOMWATCH_REQUIRE_KERNEL=1 to fail instead)";
+        return r;
+    }
+};
+
+/// Fails the test unless it runs as root (only reached when not root if required).
+#define OOMWATCH_REQUIRE_ROOT(what) BOOST_TEST_REQUIRE(::geteuid() == 0u, (what) << " needs root")
+
+/// The main() of the test programs (test/support/test_main.cpp): Boost.Test's own
+/// unit_test_main with `init`, except that a run in which every test case was skipped
+/// exits with `all_skipped_exit` (77, ctest's SKIP_RETURN_CODE) instead of 0, or fails
+/// (201, a test failure) when OOMWATCH_REQUIRE_KERNEL=1, which allows no skipping.
+inline constexpr int all_skipped_exit = 77;
+int run_test_program(bool (*init)(), int argc, char* argv[]);
+
 /// A scratch cgroup for real-kernel tests, made by `scratch_cgroup::create` (limit
 /// `limit_bytes`, 0 for none); fails the test when it cannot be made.
 scratch::scratch_cgroup make_scratch_cgroup(std::string_view prefix, std::uint64_t limit_bytes);

@@ -219,13 +219,6 @@ private:
     bool restored_ = false;
 };
 
-bool root_or_skip(const char* what) {
-    if (::geteuid() == 0) return true;
-    BOOST_TEST(!kernel_required(), what << " needs root");
-    BOOST_TEST_MESSAGE("skipped: " << what << " needs root");
-    return false;
-}
-
 // A thread running an io_context until stopped, with a bounded join.
 class io_thread {
 public:
@@ -413,8 +406,9 @@ BOOST_FIXTURE_TEST_CASE(a_namesake_made_before_the_read_is_not_counted, fixture)
 // fails with no_space_on_device naming the path; a cgroup that needs two new watches
 // (its file and a parent nobody watches yet) when only one is left gets the first one
 // back; the watchers that exist keep counting exactly; nothing is left behind.
-BOOST_AUTO_TEST_CASE(inotify_watch_limit_gives_enospc_naming_the_path) {
-    if (!root_or_skip("lowering max_user_watches")) return;
+BOOST_AUTO_TEST_CASE(inotify_watch_limit_gives_enospc_naming_the_path,
+                     *boost::unit_test::precondition(root_precondition{"lowering max_user_watches"})) {
+    OOMWATCH_REQUIRE_ROOT("lowering max_user_watches");
     fake_v2_tree tree, other;
     asio::io_context ctx;
     std::vector<fs::path> old_dirs;
@@ -513,8 +507,9 @@ BOOST_AUTO_TEST_CASE(inotify_watch_limit_gives_enospc_naming_the_path) {
 // first v2 watcher of a new io_context needs a new instance and fails with EMFILE naming
 // the path; more watchers on the old io_context share its instance and work; the old
 // ones keep counting; the new io_context works once the limit is back.
-BOOST_AUTO_TEST_CASE(inotify_instance_limit_gives_emfile_naming_the_path) {
-    if (!root_or_skip("lowering max_user_instances")) return;
+BOOST_AUTO_TEST_CASE(inotify_instance_limit_gives_emfile_naming_the_path,
+                     *boost::unit_test::precondition(root_precondition{"lowering max_user_instances"})) {
+    OOMWATCH_REQUIRE_ROOT("lowering max_user_instances");
     fake_v2_tree tree;
     auto a = tree.make_cgroup("a");
     auto b = tree.make_cgroup("b");

@@ -164,11 +164,9 @@ BOOST_FIXTURE_TEST_CASE(one_inotify_instance_for_many_cgroups, fixture) {
     }
 }
 
-BOOST_AUTO_TEST_CASE(queue_overflow_resyncs_every_cgroup) {
-    if (::geteuid() != 0) {
-        BOOST_TEST(!kernel_required(), "shrinking max_queued_events needs root");
-        return;
-    }
+BOOST_AUTO_TEST_CASE(queue_overflow_resyncs_every_cgroup,
+                     *boost::unit_test::precondition(root_precondition{"shrinking max_queued_events"})) {
+    OOMWATCH_REQUIRE_ROOT("shrinking max_queued_events");
     // A queue of 16 events; the instance takes the limit when it is created, so the
     // io_context (and its inotify instance) is made after the change.
     const char* knob = "/proc/sys/fs/inotify/max_queued_events";
