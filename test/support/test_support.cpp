@@ -52,6 +52,76 @@ scratch::scratch_cgroup scratch_oom::child(const std::string& name, std::uint64_
     return std::move(*c);
 }
 
+namespace {
+// The value of `key` in a flat-keyed cgroup file ("key value" lines), parsed here rather
+// than by the library, which is what the witness checks.
+std::uint64_t counter_in(const std::filesystem::path& file, std::string_view key) {
+    std::ifstream in(file);
+    BOOST_TEST_REQUIRE(in.good(), "cannot open " << file);
+    std::string k;
+    std::uint64_t v;
+    while (in >> k >> v)
+        if (k == key) return v;
+    BOOST_TEST_REQUIRE(false, file << " has no " << key);
+    return 0;
+}
+} // namespace
+
+kernel_witness::kernel_witness(const std::filesystem::path& cg, cgroup_version v) : cg_(cg), v_(v) {
+    base_ = read_file();
+    if (v_ != cgroup_version::v1) return;
+    efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    BOOST_TEST_REQUIRE(efd_ >= 0, "eventfd: errno " << errno);
+    const auto ctl_path = cg_ / "memory.oom_control";
+    const auto evc_path = cg_ / "cgroup.event_control";
+    int ctl = ::open(ctl_path.c_str(), O_RDONLY | O_CLOEXEC);
+    BOOST_TEST_REQUIRE(ctl >= 0, "open " << ctl_path << ": errno " << errno);
+    int evc = ::open(evc_path.c_str(), O_WRONLY | O_CLOEXEC);
+    const int open_errno = errno;
+    std::string line = std::to_string(efd_) + " " + std::to_string(ctl);
+    ssize_t w = -1;
+    int write_errno = 0;
+    if (evc >= 0) {
+        do w = ::write(evc, line.data(), line.size());
+        while (w < 0 && errno == EINTR);
+        write_errno = errno;
+        ::close(evc);
+    }
+    ::close(ctl);  // the registration holds the eventfd, not the control file
+    BOOST_TEST_REQUIRE(evc >= 0, "open " << evc_path << ": errno " << open_errno);
+    BOOST_TEST_REQUIRE(w == static_cast<ssize_t>(line.size()), "register an eventfd: errno " << write_errno);
+}
+
+kernel_witness::~kernel_witness() {
+    if (efd_ >= 0) ::close(efd_);
+}
+
+kernel_witness::file_counts kernel_witness::read_file() const {
+    file_counts c;
+    if (v_ == cgroup_version::v1) {
+        c.oom_kill = counter_in(cg_ / "memory.oom_control", "oom_kill");
+    } else {
+        c.oom = counter_in(cg_ / "memory.events", "oom");
+        c.oom_kill = counter_in(cg_ / "memory.events", "oom_kill");
+    }
+    return c;
+}
+
+void kernel_witness::take() {
+    const auto now = read_file();
+    kills_ = now.oom_kill - base_.oom_kill;
+    if (v_ != cgroup_version::v1) {
+        ooms_ = now.oom - base_.oom;
+        return;
+    }
+    std::uint64_t n = 0;  // notifications since the last read; none: EAGAIN
+    ssize_t r;
+    do r = ::read(efd_, &n, sizeof n);
+    while (r < 0 && errno == EINTR);
+    BOOST_TEST_REQUIRE((r == sizeof n || (r < 0 && errno == EAGAIN)), "read the eventfd: errno " << errno);
+    if (r == sizeof n) ooms_ += n;
+}
+
 kernel_fixture::kernel_fixture() {
     BOOST_TEST_MESSAGE("scratch cgroup " << cg->path() << " (cgroup " << cg->version() << ")");
 }

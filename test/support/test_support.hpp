@@ -119,6 +119,38 @@ struct kernel_fixture : scratch_oom {
     boost::asio::io_context ctx;
 };
 
+/// What the kernel counted in a cgroup since construction, read without the library, to
+/// check a watcher against: kills from the cgroup's counter file (`oom_kill` in
+/// memory.oom_control or memory.events, parsed here); OOMs on v1 from an eventfd of
+/// its own, registered through cgroup.event_control on memory.oom_control (the kernel
+/// keeps no OOM count on v1), on v2 from `oom` in memory.events. Construct it before the
+/// OOMs; call take() once the victims are dead (each notification precedes its kill) and
+/// before rmdir (the removal signals the eventfd too, and takes the files away).
+class kernel_witness {
+public:
+    kernel_witness(const std::filesystem::path& cg, cgroup_version v);
+    ~kernel_witness();
+    kernel_witness(const kernel_witness&) = delete;
+    kernel_witness& operator=(const kernel_witness&) = delete;
+
+    void take();
+    std::uint64_t ooms() const { return ooms_; }
+    std::uint64_t kills() const { return kills_; }
+
+private:
+    struct file_counts {
+        std::uint64_t oom = 0, oom_kill = 0;
+    };
+    file_counts read_file() const;
+
+    std::filesystem::path cg_;
+    cgroup_version v_;
+    file_counts base_;
+    int efd_ = -1;
+    std::uint64_t ooms_ = 0;
+    std::uint64_t kills_ = 0;
+};
+
 /// Runs `ctx` until `done()` holds or `timeout` passes; true when `done()` held.
 /// Event-driven: it returns as soon as the handlers that make `done()` true have run.
 inline bool run_until(boost::asio::io_context& ctx, const std::function<bool()>& done,
