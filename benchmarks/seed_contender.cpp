@@ -1,4 +1,5 @@
-// The seed's design, reproduced in C++ from its description (../shared/SEED-NOTES.md):
+// The seed's design: the cgroup OOM watchers of a cloud guest agent (Go) that oomwatch
+// grew from, reproduced in C++ from how they behave:
 //
 // - v2: per cgroup its own inotify instance (IN_MODIFY on memory.events) and its own
 //   epoll instance, and its own thread looping: stat the file (gone: removed), then

@@ -21,7 +21,7 @@ namespace oomwatch::test {
 
 namespace {
 std::filesystem::path tmpfs_base() {
-    // Fake cgroups belong on tmpfs (the kernel facts describe its inotify behaviour).
+    // Fake cgroups belong on tmpfs (docs/kernel.md describes its inotify behaviour).
     if (std::filesystem::is_directory("/dev/shm")) return "/dev/shm";
     return std::filesystem::temp_directory_path();
 }

@@ -14,8 +14,8 @@
 //
 // Every case asserts exact counts, no descriptor (or inotify watch) leak, and errors
 // that name the path. What a real cgroup v2 kernel does differently from tmpfs is said
-// where it matters (see /work/shared/KERNEL-FACTS.md): on a real kernel the watches on
-// a cgroup's own files get nothing at rmdir; only the parent directory's watch sees it.
+// where it matters (see docs/kernel.md): on a real kernel the watches on a cgroup's own
+// files get nothing at rmdir; only the parent directory's watch sees it.
 //
 // OOMWATCH_FAULT_ITERATIONS=N runs the removal loops N times (default 2000).
 #include "fault_support.hpp"
