@@ -78,7 +78,11 @@ asio::awaitable<void> pump(watcher& w, watch_state& st) {
             // Aborted or closed: we are shutting down. Removed: seen as the event already.
             if (ec != asio::error::operation_aborted && ec != error::watcher_closed &&
                 ec != error::cgroup_removed) {
-                std::cerr << "oomwatch: " << name << ": " << ec.message() << '\n';
+                // A watch that failed for good names the file it concerns.
+                if (auto f = w.failure())
+                    std::cerr << f->what() << '\n';
+                else
+                    std::cerr << "oomwatch: " << name << ": " << ec.message() << '\n';
                 fail(st);
             }
             break;

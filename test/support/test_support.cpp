@@ -136,6 +136,7 @@ log_to_stderr::log_to_stderr() {
         logging::keywords::format = expr::stream << "oomwatch[" << expr::attr<log_severity>("Severity")
                                                  << "]: " << expr::smessage,
         logging::keywords::filter = expr::attr<log_severity>("Severity") >= min);
+    enable_logging(min);  // the library is silent until asked
 }
 
 fake_v2_tree::fake_v2_tree() {
