@@ -26,7 +26,9 @@ asio::execution_context::id inotify_service::id;
 namespace {
 constexpr std::uint32_t file_mask = IN_MODIFY;
 // IN_MOVED_FROM too: a renamed cgroup is no longer at the path being watched.
-constexpr std::uint32_t dir_mask = IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR;
+// One mask for every directory watch (a later inotify_add_watch replaces the mask): a
+// watcher needs its name's removal, a tree also its subdirectories appearing.
+constexpr std::uint32_t dir_mask = IN_DELETE | IN_MOVED_FROM | IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
 } // namespace
 
 inotify_service::inotify_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {}
@@ -46,40 +48,44 @@ void inotify_service::shutdown() {
     clients_.clear();
 }
 
+error_code inotify_service::open_locked(const asio::any_io_executor& ex) {
+    if (fd_) return {};
+    unique_fd fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+    if (!fd) return {errno, system_category()};
+    // The first I/O object of a fresh execution context makes Asio's reactor (its
+    // epoll descriptor and interrupter), which throws when out of descriptors:
+    // report it like any other failure, and keep nothing half made. After a failure
+    // of the instance the strand and timer are still there; only the fd is new.
+    const bool fresh = !strand_;
+    try {
+        if (fresh) strand_.emplace(asio::make_strand(ex));
+        fd_.emplace(*strand_, fd.get());
+        fd.release();
+        if (fresh) timer_.emplace(*strand_);
+    } catch (const boost::system::system_error& e) {
+        fd_.reset();  // closes the descriptor if it took it
+        if (fresh) {
+            timer_.reset();
+            strand_.reset();
+        }
+        return e.code();
+    } catch (const std::bad_alloc&) {
+        fd_.reset();
+        if (fresh) {
+            timer_.reset();
+            strand_.reset();
+        }
+        return make_error_code(boost::system::errc::not_enough_memory);
+    }
+    return {};
+}
+
 error_code inotify_service::add(const asio::any_io_executor& ex, const std::filesystem::path& file,
                                 const std::filesystem::path& dir, std::weak_ptr<inotify_client> client,
                                 std::chrono::milliseconds liveness_interval, registration& reg) {
     std::lock_guard lk(m_);
     if (shut_down_) return asio::error::shut_down;
-    if (!fd_) {
-        unique_fd fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-        if (!fd) return {errno, system_category()};
-        // The first I/O object of a fresh execution context makes Asio's reactor (its
-        // epoll descriptor and interrupter), which throws when out of descriptors:
-        // report it like any other failure, and keep nothing half made. After a failure
-        // of the instance the strand and timer are still there; only the fd is new.
-        const bool fresh = !strand_;
-        try {
-            if (fresh) strand_.emplace(asio::make_strand(ex));
-            fd_.emplace(*strand_, fd.get());
-            fd.release();
-            if (fresh) timer_.emplace(*strand_);
-        } catch (const boost::system::system_error& e) {
-            fd_.reset();  // closes the descriptor if it took it
-            if (fresh) {
-                timer_.reset();
-                strand_.reset();
-            }
-            return e.code();
-        } catch (const std::bad_alloc&) {
-            fd_.reset();
-            if (fresh) {
-                timer_.reset();
-                strand_.reset();
-            }
-            return make_error_code(boost::system::errc::not_enough_memory);
-        }
-    }
+    if (auto ec = open_locked(ex)) return ec;
     const int ifd = fd_->native_handle();
     const bool file_known_before = [&] {
         int wd = ::inotify_add_watch(ifd, file.c_str(), file_mask);
@@ -137,8 +143,39 @@ void inotify_service::remove(const registration& reg) {
             }
         drop_watch_ref(reg.dir_wd);
     }
-    if (clients_.empty() && fd_) {
+    if (clients_.empty() && dir_clients_.empty() && fd_) {
         // Nothing to watch: let the execution context run out of work.
+        error_code ignored;
+        fd_->cancel(ignored);
+        timer_->cancel();
+    }
+}
+
+error_code inotify_service::add_dir(const asio::any_io_executor& ex, const std::filesystem::path& dir,
+                                    std::weak_ptr<inotify_dir_client> client, registration& reg) {
+    std::lock_guard lk(m_);
+    if (shut_down_) return asio::error::shut_down;
+    if (auto ec = open_locked(ex)) return ec;
+    reg.file_wd = -1;
+    reg.dir_wd = ::inotify_add_watch(fd_->native_handle(), dir.c_str(), dir_mask);
+    if (reg.dir_wd < 0) return {errno, system_category()};
+    reg.key = next_key_++;
+    auto& dw = watches_[reg.dir_wd];
+    ++dw.refs;
+    dw.dir_clients.emplace_back(reg.key, client);
+    dir_clients_.emplace(reg.key, std::move(client));
+    start_reading();
+    return {};
+}
+
+void inotify_service::remove_dir(const registration& reg) {
+    std::lock_guard lk(m_);
+    if (shut_down_ || !dir_clients_.erase(reg.key)) return;
+    if (auto it = watches_.find(reg.dir_wd); it != watches_.end()) {
+        std::erase_if(it->second.dir_clients, [&](const auto& p) { return p.first == reg.key; });
+        drop_watch_ref(reg.dir_wd);
+    }
+    if (clients_.empty() && dir_clients_.empty() && fd_) {
         error_code ignored;
         fd_->cancel(ignored);
         timer_->cancel();
@@ -167,11 +204,14 @@ std::chrono::milliseconds inotify_service::liveness_interval() const {
     return interval_;
 }
 
-void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told) {
+void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told,
+                                  std::vector<std::weak_ptr<inotify_dir_client>>& dirs_told) {
     OOMWATCH_LOG(error) << "inotify: the instance failed: " << ec.message() << "; " << clients_.size()
                         << " watched cgroup(s) stop";
     for (auto& [k_, c] : clients_) told.push_back(c.client);
+    for (auto& [k_, c] : dir_clients_) dirs_told.push_back(c);
     clients_.clear();
+    dir_clients_.clear();
     watches_.clear();
     fd_.reset();  // closes the instance and every watch on it
     timer_->cancel();
@@ -179,7 +219,7 @@ void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_pt
 }
 
 void inotify_service::start_reading() {
-    if (reading_ || !fd_ || clients_.empty()) return;
+    if (reading_ || !fd_ || (clients_.empty() && dir_clients_.empty())) return;
     reading_ = true;
     fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](error_code ec) { on_readable(ec); });
 }
@@ -198,6 +238,14 @@ struct action {
     enum what { changed, removed, lost };
     std::weak_ptr<inotify_client> client;
     what news;
+};
+
+// A tree directory's news.
+struct dir_action {
+    enum what_t { created, moved_in, gone, rescan };
+    std::weak_ptr<inotify_dir_client> client;
+    std::string name;
+    what_t what;
 };
 
 class action_list {
@@ -235,7 +283,9 @@ private:
 
 void inotify_service::on_readable(error_code ec) {
     action_list actions;
+    std::vector<dir_action> dir_actions;
     std::vector<std::weak_ptr<inotify_client>> failed;
+    std::vector<std::weak_ptr<inotify_dir_client>> failed_dirs;
     error_code failure;
     {
         std::lock_guard lk(m_);
@@ -248,7 +298,7 @@ void inotify_service::on_readable(error_code ec) {
         if (!ec) ec = fault::take(fault::inotify_wait_errno);
         if (ec) {
             failure = ec;
-            fail_locked(ec, failed);
+            fail_locked(ec, failed, failed_dirs);
         }
         bool overflow = false;
         alignas(inotify_event) char buf[16384];
@@ -258,7 +308,7 @@ void inotify_service::on_readable(error_code ec) {
             if (n < 0) {
                 if (errno != EAGAIN) {
                     failure = error_code(errno, system_category());
-                    fail_locked(failure, failed);
+                    fail_locked(failure, failed, failed_dirs);
                 }
                 break;
             }
@@ -277,6 +327,16 @@ void inotify_service::on_readable(error_code ec) {
                 auto& w = it->second;
                 if (ev.mask & IN_MODIFY)
                     for (auto& [k_, c] : w.file_clients) actions.add(c, action::changed);
+                if ((ev.mask & IN_ISDIR) && ev.len > 0 && !w.dir_clients.empty()) {
+                    const bool appeared = ev.mask & (IN_CREATE | IN_MOVED_TO);
+                    if (appeared || (ev.mask & (IN_DELETE | IN_MOVED_FROM))) {
+                        std::string child(name, ::strnlen(name, ev.len));
+                        for (auto& [k_, c] : w.dir_clients)
+                            dir_actions.push_back({c, child, appeared ? (ev.mask & IN_MOVED_TO ? dir_action::moved_in
+                                                                                              : dir_action::created)
+                                                                      : dir_action::gone});
+                    }
+                }
                 if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0) {
                     auto [b, e] = w.children.equal_range(std::string(name, ::strnlen(name, ev.len)));
                     for (; b != e; ++b)
@@ -299,12 +359,26 @@ void inotify_service::on_readable(error_code ec) {
                 actions.add(c.client, action::changed);
                 actions.add(c.client, action::removed);
             }
+            for (auto& [k_, c] : dir_clients_) dir_actions.push_back({c, {}, dir_action::rescan});
         }
         if (!failure) start_reading();
     }
     actions.run();
+    // After the counters: a removal is reported by the cgroup's own watch first.
+    for (auto& a : dir_actions) {
+        auto c = a.client.lock();
+        if (!c) continue;
+        switch (a.what) {
+        case dir_action::created: c->on_child_appeared(a.name, false); break;
+        case dir_action::moved_in: c->on_child_appeared(a.name, true); break;
+        case dir_action::gone: c->on_child_gone(a.name); break;
+        case dir_action::rescan: c->on_rescan(); break;
+        }
+    }
     for (auto& w : failed)
         if (auto c = w.lock()) c->on_service_failed(failure);
+    for (auto& w : failed_dirs)
+        if (auto c = w.lock()) c->on_dir_service_failed(failure);
 }
 
 void inotify_service::on_timer(error_code ec) {

@@ -39,6 +39,21 @@ public:
     virtual void on_service_failed(const boost::system::error_code& ec) = 0;
 };
 
+/// What the service tells a watched directory of a tree: its subdirectories come and go.
+/// Called on the service's strand, never with the service's lock held.
+class inotify_dir_client {
+public:
+    virtual ~inotify_dir_client() = default;
+    /// A subdirectory `name` appeared: made there, or (`moved_in`) renamed into it.
+    virtual void on_child_appeared(const std::string& name, bool moved_in) = 0;
+    /// A subdirectory `name` went: removed, or renamed away.
+    virtual void on_child_gone(const std::string& name) = 0;
+    /// Events may have been lost (queue overflow): list the directory again.
+    virtual void on_rescan() = 0;
+    /// The instance failed for good; the registration is gone.
+    virtual void on_dir_service_failed(const boost::system::error_code& ec) = 0;
+};
+
 class inotify_service : public boost::asio::execution_context::service {
 public:
     using key_type = inotify_service;
@@ -63,6 +78,12 @@ public:
     /// Undoes `add`; removes the kernel watches that no other client uses.
     void remove(const registration& reg);
 
+    /// Watches directory `dir` for subdirectories appearing and going. Errors as `add`.
+    boost::system::error_code add_dir(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
+                                      std::weak_ptr<inotify_dir_client> client, registration& reg);
+    /// Undoes `add_dir`.
+    void remove_dir(const registration& reg);
+
     /// How many cgroups are registered, the inotify watches in use, and the liveness
     /// interval in force (max() when none) (for tests).
     std::size_t client_count() const;
@@ -74,6 +95,7 @@ private:
         std::size_t refs = 0;
         std::vector<std::pair<std::uint64_t, std::weak_ptr<inotify_client>>> file_clients;  // a counters file
         std::unordered_multimap<std::string, std::uint64_t> children;                       // a parent directory: name -> client key
+        std::vector<std::pair<std::uint64_t, std::weak_ptr<inotify_dir_client>>> dir_clients;  // a tree's directory
     };
 
     void shutdown() override;
@@ -82,9 +104,11 @@ private:
     void on_readable(boost::system::error_code ec);
     void on_timer(boost::system::error_code ec);
     void drop_watch_ref(int wd);  // with m_ held
+    boost::system::error_code open_locked(const boost::asio::any_io_executor& ex);  // the instance, on first need
     // A read or wait error that will not go away: every client learns it, and the
     // instance is closed (a later add() makes a new one) rather than retried in a loop.
-    void fail_locked(const boost::system::error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told);
+    void fail_locked(const boost::system::error_code& ec, std::vector<std::weak_ptr<inotify_client>>& told,
+                     std::vector<std::weak_ptr<inotify_dir_client>>& dirs_told);
 
     struct client_entry {
         std::weak_ptr<inotify_client> client;
@@ -97,6 +121,7 @@ private:
     std::optional<boost::asio::steady_timer> timer_;
     std::unordered_map<int, watch> watches_;
     std::unordered_map<std::uint64_t, client_entry> clients_;
+    std::unordered_map<std::uint64_t, std::weak_ptr<inotify_dir_client>> dir_clients_;
     std::uint64_t next_key_ = 1;
     std::chrono::milliseconds interval_ = std::chrono::milliseconds::max();
     bool reading_ = false;

@@ -71,9 +71,11 @@ error_code register_event(const std::string& dir, int efd, const std::string& ev
 
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
-    v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, std::weak_ptr<watcher_state> sink)
+    v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, const std::shared_ptr<watcher_state>& sink,
+             node_role role)
         : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), probe_(ex), settle_(ex),
-          sink_(std::move(sink)) {}
+          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)),
+          from_zero_(role.from_zero) {}
 
     error_code start(memory_counters& baseline) {
         // The probe first: the kernel tears registrations down newest first.
@@ -100,6 +102,11 @@ public:
         if (auto ec = read_counters(c)) return ec;
         baseline = c;
         last_ = c;
+        if (from_zero_) {
+            // Made after the tree started: its kills so far are news (the notifications
+            // before the registration are not to be had).
+            last_.oom_kill = 0;
+        }
 
         error_code ec;
         efd_.assign(efd.get(), ec);
@@ -111,6 +118,7 @@ public:
             probe.release();
         }
         std::lock_guard lk(m_);
+        if (from_zero_ && c.oom_kill > 0 && !reread(0)) return {};
         read_next();
         return {};
     }
@@ -226,7 +234,7 @@ private:
         if (!d.empty())
             OOMWATCH_LOG(debug) << dir_ << ": " << signals << " OOM notification(s), oom_kill "
                                 << c.oom_kill;
-        sink->publish(d, c);
+        sink->publish(src_, d, c);
         return true;
     }
 
@@ -314,11 +322,12 @@ private:
             counter_delta d;
             d.by_kind[static_cast<std::size_t>(event_kind::oom)] = ooms;
             last_ = c;
-            sink->publish(d, c);
+            sink->publish(src_, d, c);
         }
         OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
-        sink->publish_removed();
+        sink->publish_removed(src_, clock::now(), last_);
         shut_down();
+        if (on_end_) on_end_();
     }
 
     void fail(watcher_state& sink, const error_code& ec) {
@@ -365,6 +374,9 @@ private:
     asio::posix::stream_descriptor probe_;  // fires only when the cgroup is torn down; may be closed
     asio::steady_timer settle_;  // re-reads after a notification, until the kills show; bounds the removal
     std::weak_ptr<watcher_state> sink_;
+    const source_ref src_;
+    const std::function<void()> on_end_;
+    const bool from_zero_;
     std::uint64_t value_ = 0;
     std::uint64_t ooms_ = 0;  // v1 keeps no OOM counter: ours, since the watch started
     memory_counters last_;
@@ -383,12 +395,13 @@ private:
 } // namespace
 
 std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
-                                       const std::shared_ptr<watcher_state>& sink, error_code& ec) {
+                                       const std::shared_ptr<watcher_state>& sink, error_code& ec, node_role role) {
+    const bool own = !role.src;
     std::shared_ptr<v1_watch> w;
     try {
         // Its descriptor and timer may be the first I/O objects of a fresh execution
         // context: making Asio's reactor throws when out of descriptors.
-        w = std::make_shared<v1_watch>(ex, dir, sink);
+        w = std::make_shared<v1_watch>(ex, dir, sink, std::move(role));
     } catch (const boost::system::system_error& e) {
         ec = e.code();
         return nullptr;
@@ -399,7 +412,7 @@ std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const st
     memory_counters baseline;
     ec = w->start(baseline);
     if (ec) return nullptr;
-    sink->set_baseline(baseline);
+    if (own) sink->set_baseline(baseline);
     return w;
 }
 

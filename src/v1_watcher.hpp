@@ -15,6 +15,7 @@ namespace oomwatch::detail {
 /// and starts reading asynchronously. On failure sets `ec` and returns null; nothing
 /// is left open.
 std::shared_ptr<source> start_v1_watch(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
-                                       const std::shared_ptr<watcher_state>& sink, boost::system::error_code& ec);
+                                       const std::shared_ptr<watcher_state>& sink, boost::system::error_code& ec,
+                                       node_role role = {});
 
 } // namespace oomwatch::detail

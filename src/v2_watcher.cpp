@@ -32,11 +32,12 @@ namespace {
 class v2_watch final : public source, public inotify_client, public std::enable_shared_from_this<v2_watch> {
 public:
     v2_watch(inotify_service& svc, const std::filesystem::path& dir, const watch_options& opts,
-             std::weak_ptr<watcher_state> sink)
+             const std::shared_ptr<watcher_state>& sink, node_role role)
         : svc_(svc),
           dir_(dir.native()),
           file_(dir_ + (opts.counters == watch_options::scope::local ? "/memory.events.local" : "/memory.events")),
-          sink_(std::move(sink)) {}
+          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)),
+          from_zero_(role.from_zero) {}
 
     error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
         struct stat st{};
@@ -54,9 +55,11 @@ public:
             unregister();
             return ec;
         }
-        last_ = c;
+        last_ = from_zero_ ? memory_counters{} : c;  // made after the tree started: all of it is news
         baseline = c;
         ready_ = true;
+        if (from_zero_)
+            if (auto sink = sink_.lock()) reread(*sink);
         return {};
     }
 
@@ -178,7 +181,7 @@ private:
         last_ = c;
         if (!d.empty()) OOMWATCH_LOG(debug) << file_ << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
-        sink.publish(d, c);
+        sink.publish(src_, d, c);
         return false;
     }
 
@@ -213,7 +216,8 @@ private:
         OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
         done_ = true;
         unregister();
-        sink.publish_removed();
+        sink.publish_removed(src_, clock::now(), last_);
+        if (on_end_) on_end_();
     }
 
     void fail(watcher_state& sink, const error_code& ec, const std::string& what) {
@@ -253,6 +257,9 @@ private:
     const std::string dir_;
     const std::string file_;
     std::weak_ptr<watcher_state> sink_;
+    const source_ref src_;
+    const std::function<void()> on_end_;
+    const bool from_zero_;
     std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;
     memory_counters last_;
@@ -272,13 +279,14 @@ private:
 
 std::shared_ptr<source> start_v2_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
                                        const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
-                                       error_code& ec) {
+                                       error_code& ec, node_role role) {
+    const bool own = !role.src;
     auto& svc = asio::use_service<inotify_service>(asio::query(ex, asio::execution::context));
-    auto w = std::make_shared<v2_watch>(svc, dir, opts, sink);
+    auto w = std::make_shared<v2_watch>(svc, dir, opts, sink, std::move(role));
     memory_counters baseline;
     ec = w->start(ex, opts.liveness_interval, baseline);
     if (ec) return nullptr;
-    sink->set_baseline(baseline);
+    if (own) sink->set_baseline(baseline);
     return w;
 }
 

@@ -18,6 +18,6 @@ namespace oomwatch::detail {
 /// and returns null; nothing is left registered.
 std::shared_ptr<source> start_v2_watch(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
                                        const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
-                                       boost::system::error_code& ec);
+                                       boost::system::error_code& ec, node_role role = {});
 
 } // namespace oomwatch::detail

@@ -151,13 +151,7 @@ cgroup_version watcher::version() const noexcept { return state_ ? state_->versi
 
 memory_counters watcher::counters() const { return state_ ? state_->counters() : memory_counters{}; }
 
-void watcher::async_next_event_impl(event_handler handler) {
-    if (!state_) {
-        asio::post(ex_, asio::append(std::move(handler), error_code(error::watcher_closed), oom_event{}));
-        return;
-    }
-    state_->async_next(std::move(handler));
-}
+void watcher::async_next_event_impl(event_handler handler) { detail::async_next_of(ex_, state_, std::move(handler)); }
 
 std::optional<cgroup_error> watcher::failure() const {
     if (!state_) return std::nullopt;
@@ -166,37 +160,7 @@ std::optional<cgroup_error> watcher::failure() const {
     return cgroup_error(f->ec, f->path);
 }
 
-namespace {
-
-// The exception `next_event()` throws: a `cgroup_error` naming the file that failed, or
-// else the cgroup.
-std::exception_ptr to_exception(const error_code& ec, const std::shared_ptr<detail::watcher_state>& st,
-                                const std::filesystem::path& cgroup) {
-    if (st && ec != asio::error::operation_aborted)
-        if (auto f = st->failure(); f && f->ec == ec) return std::make_exception_ptr(cgroup_error(ec, f->path));
-    return std::make_exception_ptr(cgroup_error(ec, cgroup));
-}
-
-} // namespace
-
-// Not a coroutine of its own: the operation's awaitable is returned as it is, which
-// saves a coroutine frame per waiting consumer. Its completion carries an exception_ptr,
-// so that use_awaitable throws a cgroup_error naming the path.
-asio::awaitable<oom_event> watcher::next_event() {
-    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, oom_event)>(
-        [this](auto handler) {
-            auto slot = asio::get_associated_cancellation_slot(handler);
-            auto hex = asio::get_associated_executor(handler, ex_);
-            async_next_event_impl(asio::bind_cancellation_slot(
-                slot, asio::bind_executor(hex, [h = std::move(handler), st = state_](error_code ec,
-                                                                                       oom_event ev) mutable {
-                    std::exception_ptr e;
-                    if (ec) e = to_exception(ec, st, st ? st->cgroup() : std::filesystem::path{});
-                    std::move(h)(e, std::move(ev));
-                })));
-        },
-        asio::use_awaitable);
-}
+asio::awaitable<oom_event> watcher::next_event() { return detail::next_event_of(ex_, state_); }
 
 subscription watcher::subscribe_impl(executor_type ex, subscriber_fn fn) {
     if (!state_) return subscription{};
@@ -210,5 +174,49 @@ void watcher::cancel() {
 void watcher::close() {
     if (state_) state_->close();
 }
+
+namespace detail {
+
+void async_next_of(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& st, event_handler handler) {
+    if (!st) {
+        asio::post(ex, asio::append(std::move(handler), error_code(error::watcher_closed), oom_event{}));
+        return;
+    }
+    st->async_next(std::move(handler));
+}
+
+namespace {
+
+// The exception `next_event()` throws: a `cgroup_error` naming the file that failed, or
+// else the cgroup.
+std::exception_ptr to_exception(const error_code& ec, const std::shared_ptr<watcher_state>& st) {
+    if (st && ec != asio::error::operation_aborted)
+        if (auto f = st->failure(); f && f->ec == ec) return std::make_exception_ptr(cgroup_error(ec, f->path));
+    return std::make_exception_ptr(cgroup_error(ec, st ? st->cgroup() : std::filesystem::path{}));
+}
+
+} // namespace
+
+// Not a coroutine of its own: the operation's awaitable is returned as it is, which
+// saves a coroutine frame per waiting consumer. Its completion carries an exception_ptr,
+// so that use_awaitable throws a cgroup_error naming the path.
+asio::awaitable<oom_event> next_event_of(const asio::any_io_executor& ex, std::shared_ptr<watcher_state> st) {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(std::exception_ptr, oom_event)>(
+        [ex, st = std::move(st)](auto handler) {
+            auto slot = asio::get_associated_cancellation_slot(handler);
+            auto hex = asio::get_associated_executor(handler, ex);
+            async_next_of(ex, st,
+                          asio::bind_cancellation_slot(
+                              slot, asio::bind_executor(hex, [h = std::move(handler), st](error_code ec,
+                                                                                          oom_event ev) mutable {
+                                  std::exception_ptr e;
+                                  if (ec) e = to_exception(ec, st);
+                                  std::move(h)(e, std::move(ev));
+                              })));
+        },
+        asio::use_awaitable);
+}
+
+} // namespace detail
 
 } // namespace oomwatch

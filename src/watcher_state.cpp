@@ -16,65 +16,73 @@ namespace oomwatch::detail {
 
 // ---- backlog ------------------------------------------------------------------------
 
-void backlog::add(event_kind k, std::uint64_t n, clock::time_point when) {
-    if (n == 0) return;
-    auto i = static_cast<std::size_t>(k);
-    if (count_[i] == 0) first_[i] = when;
-    count_[i] += n;
+void backlog::add(const occurrence& o) {
+    const bool any = !o.d.empty() || o.end;
+    if (!any) return;
+    auto [it, fresh] = slots_.try_emplace(o.src.get());
+    auto& sl = it->second;
+    if (fresh) sl.src = o.src;
+    auto put = [&](std::size_t i, std::uint64_t n) {
+        if (n == 0) return;
+        if (sl.count[i] == 0) sl.first[i] = o.when;
+        sl.count[i] += n;
+    };
+    for (std::size_t i = 0; i < event_kind_count; ++i) put(i, o.d.by_kind[i]);
+    if (o.end) put(static_cast<std::size_t>(*o.end), 1);
+    if (o.end == event_kind::failed) sl.error = o.error;
+    sl.counters = o.counters;
+    if (!sl.queued) {
+        sl.queued = true;
+        queue_.push_back(o.src.get());
+    }
 }
 
-bool backlog::empty() const noexcept {
-    for (auto c : count_)
-        if (c != 0) return false;
-    return true;
-}
-
-std::optional<std::pair<event_kind, std::uint64_t>> backlog::pop(clock::time_point& first_seen) {
-    for (std::size_t i = 0; i < count_.size(); ++i) {
-        if (count_[i] == 0) continue;
-        std::pair<event_kind, std::uint64_t> r{static_cast<event_kind>(i), count_[i]};
-        first_seen = first_[i];
-        count_[i] = 0;
-        return r;
+std::optional<oom_event> backlog::pop() {
+    while (!queue_.empty()) {
+        auto it = slots_.find(queue_.front());
+        if (it == slots_.end()) {
+            queue_.pop_front();
+            continue;
+        }
+        auto& sl = it->second;
+        for (std::size_t i = 0; i < event_kind_count; ++i) {
+            if (sl.count[i] == 0) continue;
+            oom_event ev;
+            ev.cgroup = sl.src->cgroup;
+            ev.kind = static_cast<event_kind>(i);
+            ev.count = sl.count[i];
+            ev.counters = sl.counters;
+            ev.time = sl.first[i];
+            ev.version = sl.src->version;
+            ev.origin = sl.src->origin;
+            if (ev.kind == event_kind::failed) ev.error = sl.error;
+            sl.count[i] = 0;
+            bool more = false;
+            for (auto c : sl.count) more |= c != 0;
+            if (!more) {
+                queue_.pop_front();
+                sl.queued = false;
+            }
+            // That cgroup is over: its slot goes (a tree sees many come and go).
+            if (ev.kind == event_kind::removed || ev.kind == event_kind::failed) slots_.erase(it);
+            return ev;
+        }
+        queue_.pop_front();  // nothing left in it (cannot happen: queued slots have counts)
+        sl.queued = false;
     }
     return std::nullopt;
 }
 
-namespace {
-
-// Adds what a re-read found (and the end of the watch) to a backlog.
-void add_all(backlog& b, const counter_delta& d, std::optional<event_kind> terminal, clock::time_point when) {
-    for (std::size_t i = 0; i < event_kind_count; ++i) b.add(static_cast<event_kind>(i), d.by_kind[i], when);
-    if (terminal) b.add(*terminal, 1, when);
-}
-
-oom_event make_event(const event_source_info& info, event_kind k, std::uint64_t n, const memory_counters& c,
-                     clock::time_point first) {
-    oom_event ev;
-    ev.cgroup = info.cgroup;
-    ev.kind = k;
-    ev.count = n;
-    ev.counters = c;
-    ev.time = first;
-    ev.version = info.version;
-    return ev;
-}
-
-} // namespace
-
 // ---- subscriber ---------------------------------------------------------------------
 
-subscriber::subscriber(std::shared_ptr<const event_source_info> info, asio::any_io_executor ex,
-                       std::function<void(const oom_event&)> fn, std::weak_ptr<watcher_state> owner)
-    : info_(std::move(info)), ex_(std::move(ex)), fn_(std::move(fn)), owner_(std::move(owner)) {}
+subscriber::subscriber(asio::any_io_executor ex, std::function<void(const oom_event&)> fn,
+                       std::weak_ptr<watcher_state> owner)
+    : ex_(std::move(ex)), fn_(std::move(fn)), owner_(std::move(owner)) {}
 
-void subscriber::publish(const counter_delta& d, std::optional<event_kind> terminal, const memory_counters& c,
-                         clock::time_point when, const error_code& error) {
+void subscriber::publish(const occurrence& o) {
     std::lock_guard lk(m_);
     if (!active_) return;
-    counters_ = c;
-    if (terminal == event_kind::failed) error_ = error;
-    add_all(pending_, d, terminal, when);
+    pending_.add(o);
     if (!pending_.empty()) schedule();
 }
 
@@ -90,15 +98,17 @@ void subscriber::deliver_one() {
     std::optional<oom_event> ev;
     {
         std::lock_guard lk(m_);
-        clock::time_point first;
-        auto p = active_ ? pending_.pop(first) : std::nullopt;
-        if (!p) {
+        ev = active_ ? pending_.pop() : std::nullopt;
+        if (!ev) {
             scheduled_ = false;
             return;
         }
-        ev = make_event(*info_, p->first, p->second, counters_, first);
-        if (p->first == event_kind::failed) ev->error = error_;
-        if (p->first == event_kind::removed || p->first == event_kind::failed) active_ = false;  // the last event
+        auto owner = owner_.lock();
+        // The last event: the watched cgroup (a tree's root) removed, or a failure.
+        if (ev->kind == event_kind::failed ||
+            (ev->kind == event_kind::removed && ev->origin == event_origin::here &&
+             (!owner || ev->cgroup == owner->cgroup())))
+            active_ = false;
         caller_ = std::this_thread::get_id();
     }
     // Reschedule (or not) even when the handler throws, so one exception does not stop
@@ -138,7 +148,7 @@ bool subscriber::active() const noexcept {
 watcher_state::watcher_state(asio::any_io_executor ex, std::filesystem::path cgroup, cgroup_version v,
                              kind_set kinds)
     : ex_(std::move(ex)),
-      info_(std::make_shared<event_source_info>(event_source_info{std::move(cgroup), v})),
+      root_(std::make_shared<event_source_info>(event_source_info{std::move(cgroup), v, event_origin::here})),
       kinds_(kinds.insert(event_kind::removed).insert(event_kind::failed)) {}
 
 void watcher_state::set_baseline(const memory_counters& c) {
@@ -151,39 +161,45 @@ void watcher_state::attach(std::shared_ptr<source> s) {
     source_ = std::move(s);
 }
 
-void watcher_state::publish(const counter_delta& d, const memory_counters& c) {
+void watcher_state::publish(const source_ref& src, const counter_delta& d, const memory_counters& c) {
     std::unique_lock lk(m_);
     if (phase_ != phase::open) return;
-    counters_ = c;
-    publish_locked(d, std::nullopt, clock::now(), lk);
+    if (src == root_) counters_ = c;
+    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}}, lk);
 }
 
-void watcher_state::publish_removed() {
+void watcher_state::publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c) {
     std::unique_lock lk(m_);
-    publish_locked(counter_delta{}, event_kind::removed, clock::now(), lk);
+    publish_locked(occurrence{src, {}, event_kind::removed, src == root_ ? counters_ : c, when, {}}, lk);
+}
+
+void watcher_state::publish_created(const source_ref& src, const memory_counters& c) {
+    std::unique_lock lk(m_);
+    if (!kinds_.contains(event_kind::created)) return;
+    counter_delta d;
+    d.by_kind[static_cast<std::size_t>(event_kind::created)] = 1;
+    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}}, lk);
 }
 
 void watcher_state::publish_failed(error_code ec, std::string path) {
     std::unique_lock lk(m_);
     if (phase_ != phase::open) return;
     failure_ = failure_info{ec, std::move(path)};
-    publish_locked(counter_delta{}, event_kind::failed, clock::now(), lk);
+    publish_locked(occurrence{root_, {}, event_kind::failed, counters_, clock::now(), ec}, lk);
 }
 
-void watcher_state::publish_locked(const counter_delta& raw, std::optional<event_kind> terminal,
-                                   clock::time_point when, std::unique_lock<std::mutex>& lk) {
+void watcher_state::publish_locked(occurrence o, std::unique_lock<std::mutex>& lk) {
     if (phase_ != phase::open) return;
-    counter_delta d;  // only the kinds asked for
-    for (std::size_t i = 0; i < event_kind_count; ++i)
-        if (kinds_.contains(static_cast<event_kind>(i))) d.by_kind[i] = raw.by_kind[i];
-    if (d.empty() && !terminal) return;
-    if (terminal) phase_ = *terminal == event_kind::removed ? phase::removed : phase::failed;
+    for (std::size_t i = 0; i < event_kind_count; ++i)  // only the kinds asked for
+        if (!kinds_.contains(static_cast<event_kind>(i))) o.d.by_kind[i] = 0;
+    if (o.d.empty() && !o.end) return;
+    if (o.end == event_kind::failed) phase_ = phase::failed;
+    if (o.end == event_kind::removed && o.src == root_) phase_ = phase::removed;
 
-    add_all(own_, d, terminal, when);
-    const error_code failure = failure_ ? failure_->ec : error_code{};
+    own_.add(o);
     std::erase_if(subscribers_, [](const std::weak_ptr<subscriber>& w) { return w.expired(); });
     for (auto& w : subscribers_)
-        if (auto s = w.lock()) s->publish(d, terminal, counters_, when, failure);
+        if (auto s = w.lock()) s->publish(o);
 
     auto h = take_waiter_locked();
     std::optional<oom_event> ev = h ? pop_event_locked() : std::nullopt;
@@ -195,12 +211,11 @@ void watcher_state::publish_locked(const counter_delta& raw, std::optional<event
 }
 
 std::optional<oom_event> watcher_state::pop_event_locked() {
-    clock::time_point first;
-    auto p = own_.pop(first);
-    if (!p) return std::nullopt;
-    if (p->first == event_kind::removed || p->first == event_kind::failed) phase_ = phase::finished;
-    auto ev = make_event(*info_, p->first, p->second, counters_, first);
-    if (p->first == event_kind::failed && failure_) ev.error = failure_->ec;
+    auto ev = own_.pop();
+    if (!ev) return std::nullopt;
+    if (ev->kind == event_kind::failed ||
+        (ev->kind == event_kind::removed && ev->origin == event_origin::here && ev->cgroup == root_->cgroup))
+        phase_ = phase::finished;
     return ev;
 }
 
@@ -235,7 +250,12 @@ void watcher_state::async_next(event_handler h) {
     } else if (phase_ == phase::finished) {
         if (failure_) {
             // Every wait after the failure learns it, with the failed event.
-            ev = make_event(*info_, event_kind::failed, 1, counters_, clock::now());
+            ev.emplace();
+            ev->cgroup = root_->cgroup;
+            ev->kind = event_kind::failed;
+            ev->counters = counters_;
+            ev->time = clock::now();
+            ev->version = root_->version;
             ev->error = ec = failure_->ec;
         } else {
             ec = error::cgroup_removed;
@@ -291,7 +311,7 @@ void watcher_state::close() {
 }
 
 std::shared_ptr<subscriber> watcher_state::subscribe(asio::any_io_executor ex, std::function<void(const oom_event&)> fn) {
-    auto s = std::make_shared<subscriber>(info_, std::move(ex), std::move(fn), weak_from_this());
+    auto s = std::make_shared<subscriber>(std::move(ex), std::move(fn), weak_from_this());
     std::lock_guard lk(m_);
     switch (phase_) {
     case phase::open:
@@ -304,8 +324,8 @@ std::shared_ptr<subscriber> watcher_state::subscribe(asio::any_io_executor ex, s
     case phase::failed:
     case phase::finished:
         // Subscribed after the end: tell it, rather than leave it waiting.
-        s->publish(counter_delta{}, failure_ ? event_kind::failed : event_kind::removed, counters_, clock::now(),
-                   failure_ ? failure_->ec : error_code{});
+        s->publish(occurrence{root_, {}, failure_ ? event_kind::failed : event_kind::removed, counters_, clock::now(),
+                              failure_ ? failure_->ec : error_code{}});
         break;
     case phase::closed:
         s->deactivate(false);

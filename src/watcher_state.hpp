@@ -10,9 +10,11 @@
 #include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <array>
+#include <deque>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -21,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace oomwatch::detail {
@@ -28,26 +31,52 @@ namespace oomwatch::detail {
 using clock = std::chrono::system_clock;
 using event_handler = boost::asio::any_completion_handler<void(boost::system::error_code, oom_event)>;
 
-/// Occurrences not yet delivered to one consumer: one slot per kind, so memory stays
-/// bounded however far the consumer falls behind, and counts add up.
-class backlog {
-public:
-    void add(event_kind k, std::uint64_t n, clock::time_point when);
-    bool empty() const noexcept;
-    /// Takes the pending occurrences of the first kind (in `event_kind` order, so
-    /// `removed` and `failed` come last) that has any.
-    std::optional<std::pair<event_kind, std::uint64_t>> pop(clock::time_point& first_seen);
-    void clear() noexcept { *this = backlog{}; }
-
-private:
-    std::array<std::uint64_t, event_kind_count> count_{};
-    std::array<clock::time_point, event_kind_count> first_{};
-};
-
-/// What every consumer needs to turn a backlog entry into an `oom_event`.
+/// A cgroup that events come from, as consumers report it. A tree watcher has one per
+/// cgroup (and one more per cgroup for the kills of its removed descendants, so those
+/// never merge with its own); a watcher has one.
 struct event_source_info {
     std::filesystem::path cgroup;
     cgroup_version version = cgroup_version::v1;
+    event_origin origin = event_origin::here;
+};
+using source_ref = std::shared_ptr<const event_source_info>;
+
+/// What a source found in one re-read of one cgroup: per-kind counts, and maybe the
+/// end of that cgroup (`removed`) or of the whole watch (`failed`, with `error`).
+struct occurrence {
+    source_ref src;
+    counter_delta d;
+    std::optional<event_kind> end;
+    memory_counters counters;  // as read for the newest of them
+    clock::time_point when;
+    boost::system::error_code error;
+};
+
+/// Occurrences not yet delivered to one consumer: per cgroup one slot per kind, so
+/// memory stays bounded (by the number of cgroups) however far the consumer falls
+/// behind, and counts add up. Cgroups are served in the order their first pending
+/// occurrence came; within one, kinds in `event_kind` order (`removed`, `failed` last).
+class backlog {
+public:
+    void add(const occurrence& o);
+    bool empty() const noexcept { return queue_.empty(); }
+    std::optional<oom_event> pop();
+    void clear() noexcept {
+        slots_.clear();
+        queue_.clear();
+    }
+
+private:
+    struct slot {
+        source_ref src;
+        std::array<std::uint64_t, event_kind_count> count{};
+        std::array<clock::time_point, event_kind_count> first{};
+        memory_counters counters;
+        boost::system::error_code error;
+        bool queued = false;
+    };
+    std::unordered_map<const event_source_info*, slot> slots_;
+    std::deque<const event_source_info*> queue_;
 };
 
 /// Why a watch ended for good: the code, and the file or descriptor it concerns.
@@ -63,12 +92,10 @@ class watcher_state;
 /// handler only grows this subscriber's counts, never anyone's queue.
 class subscriber : public std::enable_shared_from_this<subscriber> {
 public:
-    subscriber(std::shared_ptr<const event_source_info> info, boost::asio::any_io_executor ex,
-               std::function<void(const oom_event&)> fn, std::weak_ptr<watcher_state> owner);
+    subscriber(boost::asio::any_io_executor ex, std::function<void(const oom_event&)> fn,
+               std::weak_ptr<watcher_state> owner);
 
-    /// `terminal`: `removed` or `failed` (with `error`), after the counts in `d`.
-    void publish(const counter_delta& d, std::optional<event_kind> terminal, const memory_counters& c,
-                 clock::time_point when, const boost::system::error_code& error = {});
+    void publish(const occurrence& o);
     /// Stops delivery. With `wait`, also waits for an invocation of the handler running
     /// on another thread to return (never for one running on this thread: a handler may
     /// reset its own subscription).
@@ -81,7 +108,6 @@ private:
     void schedule();  // with m_ held
     void deliver_one();
 
-    std::shared_ptr<const event_source_info> info_;
     boost::asio::any_io_executor ex_;
     std::function<void(const oom_event&)> fn_;
     std::weak_ptr<watcher_state> owner_;
@@ -91,10 +117,16 @@ private:
     mutable std::mutex m_;
     std::thread::id caller_;  // the thread running the handler, if any
     backlog pending_;
-    memory_counters counters_;
-    boost::system::error_code error_;  // for the `failed` event
     bool scheduled_ = false;
     bool active_ = true;
+};
+
+/// How a source reports when it watches one cgroup of a tree (the defaults: a watcher's
+/// own cgroup).
+struct node_role {
+    source_ref src;                // the cgroup as events name it; empty: the state's root
+    bool from_zero = false;        // made after the tree started: report its counters from zero
+    std::function<void()> on_end;  // called once the cgroup is removed (after `removed`)
 };
 
 /// A running source of events (v1 eventfd reader, v2 inotify registration).
@@ -110,16 +142,24 @@ public:
     watcher_state(boost::asio::any_io_executor ex, std::filesystem::path cgroup, cgroup_version v,
                   kind_set kinds);
 
-    const std::filesystem::path& cgroup() const noexcept { return info_->cgroup; }
-    cgroup_version version() const noexcept { return info_->version; }
+    const std::filesystem::path& cgroup() const noexcept { return root_->cgroup; }
+    cgroup_version version() const noexcept { return root_->version; }
     kind_set kinds() const noexcept { return kinds_; }
+    /// The watched cgroup (a tree's root).
+    const source_ref& root() const noexcept { return root_; }
 
     // --- called by sources --------------------------------------------------------
     void set_baseline(const memory_counters& c);
-    /// Occurrences found by a re-read: `d` per kind, `c` the counters just read.
-    void publish(const counter_delta& d, const memory_counters& c);
+    /// Occurrences found by a re-read of the watched cgroup: `d` per kind, `c` the counters just read.
+    void publish(const counter_delta& d, const memory_counters& c) { publish(root_, d, c); }
+    /// The same for any cgroup of a tree.
+    void publish(const source_ref& src, const counter_delta& d, const memory_counters& c);
     /// The cgroup is gone: the terminal event.
-    void publish_removed();
+    void publish_removed() { publish_removed(root_, clock::now()); }
+    /// A cgroup of a tree is gone (terminal when it is the root). `c`: its last counters.
+    void publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c = {});
+    /// An opt-in kind of a tree: `src` appeared.
+    void publish_created(const source_ref& src, const memory_counters& c);
     /// The watch failed for good (`ec`, concerning `path`): every consumer learns it
     /// once the events before it are delivered. The source stops itself.
     void publish_failed(boost::system::error_code ec, std::string path);
@@ -140,8 +180,7 @@ public:
 
 private:
     enum class phase { open, removed, failed, finished, closed };
-    void publish_locked(const counter_delta& d, std::optional<event_kind> terminal, clock::time_point when,
-                        std::unique_lock<std::mutex>& lk);
+    void publish_locked(occurrence o, std::unique_lock<std::mutex>& lk);
     std::optional<oom_event> pop_event_locked();
     void prune_locked();
     // The waiting handler, and the work it keeps on its executor.
@@ -154,7 +193,7 @@ private:
     void complete(taken_waiter t, boost::system::error_code ec, oom_event ev);
 
     boost::asio::any_io_executor ex_;
-    std::shared_ptr<const event_source_info> info_;
+    source_ref root_;
     kind_set kinds_;
 
     mutable std::mutex m_;
@@ -171,5 +210,12 @@ private:
     std::size_t resets_since_prune_ = 0;
     std::shared_ptr<source> source_;
 };
+
+/// `async_next_event` and `next_event()` of a watcher or tree watcher over `st` (null:
+/// closed by a failed construction or moved from).
+void async_next_of(const boost::asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& st,
+                   event_handler handler);
+boost::asio::awaitable<oom_event> next_event_of(const boost::asio::any_io_executor& ex,
+                                                std::shared_ptr<watcher_state> st);
 
 } // namespace oomwatch::detail

@@ -41,11 +41,25 @@ enum class event_kind : std::uint8_t {
     /// reported. Always the last event, like `removed`; `count` is 1. Subscribers receive
     /// it as an event; `async_next_event` completes with `error` set to the same code.
     failed,
+    /// `tree_watcher` only, opt in: a cgroup appeared in the tree (found at start or
+    /// created later); `count` is 1. Comes before any other event of that cgroup.
+    created,
 };
 
-inline constexpr std::size_t event_kind_count = 8;
+inline constexpr std::size_t event_kind_count = 9;
 
-/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed", "failed".
+/// Where the occurrences of an event happened.
+enum class event_origin : std::uint8_t {
+    /// In `oom_event::cgroup` itself (for `watch_options::scope::hierarchical` watchers:
+    /// in it or below it, as its `memory.events` counts).
+    here,
+    /// `tree_watcher` only: in descendants of `oom_event::cgroup` that were removed
+    /// before the tree could read their own counters; found in this cgroup's
+    /// hierarchical counters, this being the nearest ancestor still there.
+    removed_descendant,
+};
+
+/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed", "failed", "created".
 std::string_view to_string(event_kind k) noexcept;
 /// The inverse of `to_string`; empty for an unknown name.
 std::optional<event_kind> event_kind_from_string(std::string_view s) noexcept;
@@ -62,7 +76,7 @@ public:
     }
     constexpr bool contains(event_kind k) const noexcept { return (bits_ & bit(k)) != 0; }
     constexpr kind_set& insert(event_kind k) noexcept { bits_ |= bit(k); return *this; }
-    constexpr kind_set& erase(event_kind k) noexcept { bits_ &= static_cast<std::uint8_t>(~bit(k)); return *this; }
+    constexpr kind_set& erase(event_kind k) noexcept { bits_ &= static_cast<std::uint16_t>(~bit(k)); return *this; }
     constexpr bool operator==(const kind_set&) const noexcept = default;
 
     /// `oom`, `oom_kill`, `oom_group_kill` (and `removed` and `failed`, which are always
@@ -71,16 +85,18 @@ public:
         return {event_kind::oom, event_kind::oom_kill, event_kind::oom_group_kill, event_kind::removed,
                 event_kind::failed};
     }
+    /// Every kind, `created` included.
     static constexpr kind_set all() noexcept {
-        return {event_kind::oom,  event_kind::oom_kill, event_kind::oom_group_kill, event_kind::high,
-                event_kind::max,  event_kind::low,      event_kind::removed,        event_kind::failed};
+        return {event_kind::oom,     event_kind::oom_kill, event_kind::oom_group_kill,
+                event_kind::high,    event_kind::max,      event_kind::low,
+                event_kind::removed, event_kind::failed,   event_kind::created};
     }
 
 private:
-    static constexpr std::uint8_t bit(event_kind k) noexcept {
-        return static_cast<std::uint8_t>(1u << static_cast<unsigned>(k));
+    static constexpr std::uint16_t bit(event_kind k) noexcept {
+        return static_cast<std::uint16_t>(1u << static_cast<unsigned>(k));
     }
-    std::uint8_t bits_ = 0;
+    std::uint16_t bits_ = 0;
 };
 
 /// The cgroup's counters as the watcher last read them.
@@ -122,6 +138,9 @@ struct oom_event {
     /// When the watcher observed the earliest occurrence in this event (wall clock).
     std::chrono::system_clock::time_point time;
     cgroup_version version = cgroup_version::v1;
+    /// Where the occurrences happened (`tree_watcher`: the cgroup itself, or its
+    /// descendants that were removed before they could be read).
+    event_origin origin = event_origin::here;
     /// `failed` events only: why the watch failed (an errno value in `system_category()`,
     /// or an `oomwatch::error` such as `counters_vanished`). Empty otherwise.
     boost::system::error_code error;

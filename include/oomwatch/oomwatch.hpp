@@ -5,4 +5,5 @@
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
 #include <oomwatch/log.hpp>
+#include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>

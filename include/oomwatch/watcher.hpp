@@ -79,6 +79,7 @@ public:
 
 private:
     friend class watcher;
+    friend class tree_watcher;
     explicit subscription(std::shared_ptr<detail::subscriber> s) noexcept : sub_(std::move(s)) {}
     std::shared_ptr<detail::subscriber> sub_;
 };

@@ -1,0 +1,101 @@
+// The tree watcher on a real kernel (cgroup v1 on the hosts, v2 in the VM): a root with
+// nested children created over time, real OOM kills in several of them (one two levels
+// down), a child removed while others are killed; every kill reported once, at the
+// cgroup it happened in.
+#include "test_support.hpp"
+
+#include <oomwatch/oomwatch.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <string>
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using boost::system::error_code;
+using namespace oomwatch;
+using namespace oomwatch::test;
+
+namespace {
+
+struct tree_fixture : scratch_oom {
+    tree_fixture() : scratch_oom("oomwatch-tree", 0) {}  // no limit on the root: the leaves OOM
+    asio::io_context ctx;
+};
+
+// Per cgroup and kind, what the subscription saw.
+struct per_cgroup {
+    std::map<std::string, tally> t;
+    std::uint64_t operator()(const fs::path& cg, event_kind k) const {
+        auto it = t.find(cg.string());
+        return it == t.end() ? 0 : it->second[k];
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(tree_real_kernel, *boost::unit_test::precondition(kernel_precondition{}))
+
+BOOST_FIXTURE_TEST_CASE(kills_in_a_changing_tree_are_reported_once_at_their_cgroup, tree_fixture) {
+    const fs::path root = cg->path();
+    tree_options o;
+    o.kinds = kind_set::defaults().insert(event_kind::created);
+    tree_watcher tw(ctx, root, o);
+    BOOST_TEST_REQUIRE(tw.is_open());
+    BOOST_TEST(tw.size() == 1u);
+    per_cgroup seen;
+    auto sub = tw.subscribe([&](const oom_event& ev) { seen.t[ev.cgroup.string()].add(ev); });
+
+    // Children made after the start, one of them two levels down.
+    auto a = child("a", 0);
+    auto made = a.create_child("x", oom_limit);
+    BOOST_TEST_REQUIRE(made.has_value(), made.error().message());
+    auto x = std::move(*made);
+    auto b = child("b", oom_limit);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 4u; }), "found " << tw.size() << " of 4 cgroups");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return seen(x.path(), event_kind::created) == 1; }));
+
+    oom_kill_one(x.path());
+    oom_kill_one(x.path());
+    oom_kill_one(b.path());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return seen(x.path(), event_kind::oom_kill) == 2 && seen(b.path(), event_kind::oom_kill) == 1;
+    }));
+    // b goes while x is killed again; c comes and is killed once.
+    const fs::path bpath = b.path();
+    BOOST_TEST_REQUIRE(!b.remove());
+    oom_kill_one(x.path());
+    auto c = child("c", oom_limit);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return seen(c.path(), event_kind::created) == 1; }));
+    oom_kill_one(c.path());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return seen(x.path(), event_kind::oom_kill) == 3 && seen(c.path(), event_kind::oom_kill) == 1 &&
+               seen(bpath, event_kind::removed) == 1;
+    }));
+    run_until(ctx, [] { return false; }, 300ms);  // nothing more may come
+
+    BOOST_TEST(seen(x.path(), event_kind::oom_kill) == 3u);
+    BOOST_TEST(seen(bpath, event_kind::oom_kill) == 1u);
+    BOOST_TEST(seen(c.path(), event_kind::oom_kill) == 1u);
+    // Where no victim died: no kill. Each leaf hit its own limit: its OOMs are its own.
+    BOOST_TEST(seen(a.path(), event_kind::oom_kill) == 0u);
+    BOOST_TEST(seen(root, event_kind::oom_kill) == 0u);
+    BOOST_TEST(seen(a.path(), event_kind::oom) == 0u);
+    BOOST_TEST(seen(root, event_kind::oom) == 0u);
+    BOOST_TEST(seen(x.path(), event_kind::oom) >= 3u);
+    BOOST_TEST(seen(bpath, event_kind::removed) == 1u);
+    BOOST_TEST(tw.size() == 4u);  // root, a, x, c
+
+    // The root goes last (children first): its removal ends the tree.
+    BOOST_TEST_REQUIRE(!x.remove());
+    BOOST_TEST_REQUIRE(!a.remove());
+    BOOST_TEST_REQUIRE(!c.remove());
+    BOOST_TEST_REQUIRE(!cg->remove());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return seen(root, event_kind::removed) == 1; }));
+    BOOST_TEST(!sub.active());
+    BOOST_TEST(!tw.is_open());
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,204 @@
+// The tree watcher's logic on fake cgroup v2 folders (tmpfs): descendants found at
+// start and as they appear, at any depth; each cgroup's own counters
+// (memory.events.local) reported once, at that cgroup; removal of a descendant and of the
+// root; depth limit, filter, the opt-in `created` kind. The same on real kernels: the
+// kernel tests (v1 here, v2 in the VM).
+#include "test_support.hpp"
+
+#include "inotify_service.hpp"
+
+#include <oomwatch/oomwatch.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <string>
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using boost::system::error_code;
+using namespace oomwatch;
+using namespace oomwatch::test;
+
+namespace {
+
+tree_options fake_tree_options(kind_set kinds = kind_set::defaults()) {
+    tree_options o;
+    o.force_version = cgroup_version::v2;
+    o.kinds = kinds;
+    o.liveness_interval = std::chrono::hours(1);
+    return o;
+}
+
+// A fake cgroup made the way the kernel makes one: it appears with its files (built
+// aside, then renamed into place).
+fs::path make_fake(const fs::path& parent, const std::string& name, const memory_counters& local = {}) {
+    const fs::path aside = parent.parent_path() / (".aside-" + name + "-" + std::to_string(::getpid()));
+    fs::create_directory(aside);
+    fake_v2_tree::write_events(aside, local);
+    fake_v2_tree::write_events(aside, local, "memory.events.local");
+    const fs::path dir = parent / name;
+    fs::rename(aside, dir);
+    return dir;
+}
+
+// Counts per cgroup and kind, from async_next_event until the root's `removed`.
+struct tree_log {
+    explicit tree_log(tree_watcher& w) : w_(w) {}
+    void arm() {
+        w_.async_next_event([this](error_code ec, oom_event ev) {
+            if (ec) {
+                last_error = ec;
+                return;
+            }
+            by_cgroup[ev.cgroup.string()].add(ev);
+            order.push_back(ev);
+            if (!(ev.kind == event_kind::removed && ev.cgroup == w_.root())) arm();
+        });
+    }
+    std::uint64_t count(const fs::path& cg, event_kind k) const {
+        auto it = by_cgroup.find(cg.string());
+        return it == by_cgroup.end() ? 0 : it->second[k];
+    }
+    std::map<std::string, tally> by_cgroup;
+    std::vector<oom_event> order;
+    error_code last_error;
+
+private:
+    tree_watcher& w_;
+};
+
+struct fixture {
+    asio::io_context ctx;
+    fake_v2_tree tree;
+};
+
+void set_local(const fs::path& cg, const memory_counters& c) {
+    fake_v2_tree::write_events(cg, c, "memory.events.local");
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(tree_watcher_fake)
+
+BOOST_FIXTURE_TEST_CASE(descendants_at_any_depth_are_found_and_each_kill_is_reported_once_where_it_happened, fixture) {
+    auto root = tree.make_cgroup("root");
+    auto a = make_fake(root, "a", with(1, 1));  // before the watcher: baseline
+    auto ab = make_fake(a, "b");
+    tree_watcher tw(ctx, root, fake_tree_options());
+    BOOST_TEST(tw.is_open());
+    BOOST_TEST(tw.root() == root);
+    BOOST_TEST(tw.size() == 3u);
+    tree_log log(tw);
+    log.arm();
+
+    // Later, deeper: c, c/d, c/d/e.
+    auto c = make_fake(root, "c");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 4u; }));
+    auto cd = make_fake(c, "d");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 5u; }));
+    auto cde = make_fake(cd, "e");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 6u; }));
+
+    set_local(a, with(1, 2));    // one kill in a
+    set_local(ab, with(0, 2));   // two in a/b
+    set_local(cde, with(1, 3));  // three in c/d/e, one oom
+    set_local(root, with(0, 1)); // one in the root itself
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return log.count(a, event_kind::oom_kill) == 1 && log.count(ab, event_kind::oom_kill) == 2 &&
+               log.count(cde, event_kind::oom_kill) == 3 && log.count(root, event_kind::oom_kill) == 1;
+    }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(50));  // nothing more may come
+    BOOST_TEST(log.count(a, event_kind::oom_kill) == 1u);
+    BOOST_TEST(log.count(ab, event_kind::oom_kill) == 2u);
+    BOOST_TEST(log.count(cde, event_kind::oom_kill) == 3u);
+    BOOST_TEST(log.count(cde, event_kind::oom) == 1u);
+    BOOST_TEST(log.count(root, event_kind::oom_kill) == 1u);
+    BOOST_TEST(log.count(c, event_kind::oom_kill) == 0u);
+    BOOST_TEST(log.count(cd, event_kind::oom_kill) == 0u);
+    for (auto& ev : log.order) BOOST_TEST((ev.origin == event_origin::here));
+
+    // A descendant removed: `removed` for it; the tree goes on.
+    fake_v2_tree::remove_cgroup(cde);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(cde, event_kind::removed) == 1; }));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 5u; }));
+    BOOST_TEST(tw.is_open());
+
+    // The root removed (children first, as rmdir demands): the last event.
+    fake_v2_tree::remove_cgroup(cd);
+    fake_v2_tree::remove_cgroup(c);
+    fake_v2_tree::remove_cgroup(ab);
+    fake_v2_tree::remove_cgroup(a);
+    fake_v2_tree::remove_cgroup(root);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(root, event_kind::removed) == 1; }));
+    BOOST_TEST(log.order.back().cgroup == root);
+    BOOST_TEST(log.order.back().kind == event_kind::removed);
+    for (auto* cg : {&a, &ab, &c, &cd}) BOOST_TEST(log.count(*cg, event_kind::removed) == 1u, *cg);
+    bool done = false;
+    error_code ec;
+    tw.async_next_event([&](error_code e, oom_event) { ec = e, done = true; });
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return done; }));
+    BOOST_TEST(ec == error::cgroup_removed);
+    BOOST_TEST(!tw.is_open());
+}
+
+BOOST_FIXTURE_TEST_CASE(created_depth_and_filter, fixture) {
+    auto root = tree.make_cgroup("root");
+    auto keep = make_fake(root, "keep");
+    auto skip = make_fake(root, "skip-me");
+    auto deep = make_fake(keep, "deep");  // depth 2: beyond max_depth 1
+    auto o = fake_tree_options(kind_set::defaults().insert(event_kind::created));
+    o.max_depth = 1;
+    o.filter = [](const fs::path& p) { return p.filename().string().rfind("skip", 0) != 0; };
+    tree_watcher tw(ctx, root, o);
+    BOOST_TEST(tw.size() == 2u);  // root and keep
+    tree_log log(tw);
+    log.arm();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(keep, event_kind::created) == 1; }));
+    auto late = make_fake(root, "late");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(late, event_kind::created) == 1; }));
+    set_local(late, with(0, 1));
+    set_local(skip, with(0, 1));
+    set_local(deep, with(0, 1));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(late, event_kind::oom_kill) == 1; }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(50));
+    BOOST_TEST(log.count(skip, event_kind::oom_kill) == 0u);
+    BOOST_TEST(log.count(deep, event_kind::oom_kill) == 0u);
+    BOOST_TEST(log.count(skip, event_kind::created) == 0u);
+    // `created` comes before the cgroup's other events.
+    for (auto& ev : log.order)
+        if (ev.cgroup == late) {
+            BOOST_TEST(ev.kind == event_kind::created);
+            break;
+        }
+}
+
+BOOST_FIXTURE_TEST_CASE(one_inotify_instance_for_the_tree_and_the_watchers, fixture) {
+    auto root = tree.make_cgroup("root");
+    for (int i = 0; i < 20; ++i) make_fake(root, "c" + std::to_string(i));
+    watcher w(ctx, tree.make_cgroup("plain"), fake_v2_options());
+    const auto with_one_watcher = open_fd_count();
+    tree_watcher tw(ctx, root, fake_tree_options());
+    BOOST_TEST(tw.size() == 21u);
+    BOOST_TEST(open_fd_count() == with_one_watcher);  // no descriptor per cgroup, no new instance
+    tw.close();
+    BOOST_TEST(!tw.is_open());
+    BOOST_TEST(tw.size() == 0u);
+    auto& svc = asio::use_service<detail::inotify_service>(ctx);
+    BOOST_TEST(svc.client_count() == 1u);  // only the plain watcher's registration is left
+}
+
+BOOST_FIXTURE_TEST_CASE(bad_roots_and_options_are_refused, fixture) {
+    error_code ec;
+    tree_watcher missing(ctx, tree.parent() / "nope", fake_tree_options(), ec);
+    BOOST_TEST(ec == boost::system::errc::no_such_file_or_directory);
+    BOOST_TEST(!missing.is_open());
+    auto o = fake_tree_options();
+    o.liveness_interval = std::chrono::milliseconds(0);
+    tree_watcher bad(ctx, tree.make_cgroup("r"), o, ec);
+    BOOST_TEST(ec == boost::system::errc::invalid_argument);
+    BOOST_CHECK_THROW(tree_watcher(ctx, tree.parent() / "nope", fake_tree_options()), cgroup_error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
