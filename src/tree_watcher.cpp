@@ -20,11 +20,15 @@
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/query.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -40,6 +44,27 @@ namespace detail {
 
 class tree;
 
+// What one cgroup's watch published (and what was attributed to it), per kind: shared
+// with the watch's callback, which may outlive the node by a handler or two.
+struct node_counts {
+    std::array<std::atomic<std::uint64_t>, event_kind_count> reported{};
+    std::atomic<bool> ended{false};  // its watch saw it removed (the tree may not know yet)
+};
+
+// The kinds the kernel counts hierarchically (memory.events) and locally.
+constexpr event_kind counted_kinds[] = {event_kind::oom,  event_kind::oom_kill, event_kind::oom_group_kill,
+                                        event_kind::high, event_kind::max,      event_kind::low};
+
+// A cgroup's hierarchical counters (v2 memory.events).
+error_code read_hierarchical(const std::string& dir, memory_counters& c) {
+    thread_local std::string text;
+    if (auto ec = read_file(dir + "/memory.events", text)) return ec;
+    auto r = parse_memory_events(text);
+    if (!r) return r.error();
+    c = std::move(*r);
+    return {};
+}
+
 // One cgroup of the tree: its counters watch, and (above the depth limit) the watch on
 // its directory that finds its children.
 class tree_node final : public inotify_dir_client, public std::enable_shared_from_this<tree_node> {
@@ -48,7 +73,7 @@ public:
         : tree_(std::move(t)), dir(std::move(d)), depth(level), ino(inode) {}
 
     void on_child_appeared(const std::string& name, bool moved_in) override;
-    void on_child_gone(const std::string&) override {}  // the child's own watch reports it
+    void on_child_gone(const std::string& name) override;
     void on_rescan() override;
     void on_dir_service_failed(const error_code& ec) override;
 
@@ -59,6 +84,16 @@ public:
     std::shared_ptr<source> watch;  // null for a v2 hierarchy root (it has no counters)
     inotify_service::registration dir_reg;
     bool dir_watched = false;
+
+    // v2: what keeps the tree's counts whole when descendants go before they are read.
+    // With the tree's lock held, except `counts`.
+    std::shared_ptr<node_counts> counts = std::make_shared<node_counts>();
+    std::array<std::uint64_t, event_kind_count> gone{};  // reported by removed children's subtrees
+    memory_counters base_h;  // memory.events when the watch began (zero: made after the start)
+    bool has_h = false;
+    source_ref gone_src;  // this cgroup, as the events of its removed descendants name it
+    memory_counters snapshot;  // memory.events as the last reconciliation read it
+    bool reconcile_pending = false;
 };
 
 class tree final : public source, public std::enable_shared_from_this<tree> {
@@ -76,6 +111,12 @@ public:
         starting_ = true;
         auto ec = add_node_locked(root, 0, /*from_zero=*/false, /*is_root=*/true, root_has_counters);
         starting_ = false;
+        if (!ec && version_ == cgroup_version::v2) {
+            // Every cgroup's own baseline was read first, then these: a kill in between
+            // shows as reported beyond the hierarchical growth, never as a loss.
+            for (auto& [d_, n] : nodes_)
+                if (n->watch && !read_hierarchical(n->dir, n->base_h)) n->has_h = true;
+        }
         return ec;
     }
 
@@ -94,6 +135,8 @@ public:
         };
         for (auto& [d_, n] : nodes) stop_node(n);
         for (auto& n : retired) stop_node(n);
+        std::lock_guard lk(m_);
+        if (pass_timer_) pass_timer_->cancel();
     }
 
     std::size_t size() const {
@@ -107,6 +150,14 @@ public:
         // Made after the start: everything in it is news. Renamed into the tree: an old
         // cgroup, whose counters so far are not.
         add_child_locked(parent, name, /*from_zero=*/!moved_in);
+    }
+
+    // A subdirectory went: known or not (made and removed between two looks), its kills
+    // are in this cgroup's hierarchical counters.
+    void child_gone(const tree_node& parent) {
+        std::lock_guard lk(m_);
+        if (closed_) return;
+        if (auto it = nodes_.find(parent.dir); it != nodes_.end()) request_reconcile_locked(it->second);
     }
 
     void rescan(const std::shared_ptr<tree_node>& n) {
@@ -142,7 +193,12 @@ private:
             node_role role;
             role.src = is_root ? source_ref{} : src;
             role.from_zero = from_zero;
-            role.on_end = [w = weak_from_this(), ex = ex_, raw = node.get()] {
+            role.on_published = [counts = node->counts](const counter_delta& d) {
+                for (std::size_t i = 0; i < event_kind_count; ++i)
+                    if (d.by_kind[i]) counts->reported[i].fetch_add(d.by_kind[i], std::memory_order_relaxed);
+            };
+            role.on_end = [w = weak_from_this(), ex = ex_, raw = node.get(), counts = node->counts] {
+                counts->ended = true;
                 // Posted: the watch calls this with its own lock held.
                 asio::post(ex, [w, raw] {
                     if (auto t = w.lock()) t->node_ended(raw);
@@ -167,6 +223,14 @@ private:
                 }
                 return {};
             }
+        }
+        if (version_ == cgroup_version::v2 && node->watch && !starting_) {
+            // Made after the start: everything in its memory.events is news (as in its
+            // local file). Renamed in: from now on.
+            if (from_zero)
+                node->has_h = true;
+            else if (!read_hierarchical(dir, node->base_h))
+                node->has_h = true;
         }
         nodes_.emplace(dir, node);
         if (!opts_.max_depth || depth < *opts_.max_depth) {
@@ -229,6 +293,100 @@ private:
                 });
         }
         if (gone && gone->dir_watched) svc_.remove_dir(gone->dir_reg);
+        if (!gone) return;
+        std::lock_guard lk(m_);
+        if (closed_) return;
+        // Its counts stay in its parent's memory.events: keep them in the parent's sum.
+        const auto slash = gone->dir.rfind('/');
+        if (slash == std::string::npos) return;
+        auto it = nodes_.find(gone->dir.substr(0, slash));
+        if (it == nodes_.end()) return;
+        for (std::size_t i = 0; i < event_kind_count; ++i)
+            it->second->gone[i] += gone->counts->reported[i].load(std::memory_order_relaxed) + gone->gone[i];
+        request_reconcile_locked(it->second);
+    }
+
+    // Reconciliation (v2): the kills of descendants removed before the tree could read
+    // them are in the hierarchical counters of every ancestor. The nearest one still
+    // there compares its memory.events growth with what its subtree reported and reports
+    // the difference, marked as coming from removed descendants. Asked for when a child
+    // goes; done a little later (the kernel delays notifications by up to 10 ms), for
+    // every cgroup that asked, deepest first, so that a parent's sum holds what its
+    // children attributed. A positive difference is checked again after re-reading the
+    // living subtree (their news may be on its way); a subtree with a removal the tree
+    // has not processed yet waits for the next round, where the nearer cgroup goes first.
+    static constexpr std::chrono::milliseconds reconcile_delay{50};
+
+    // With m_ held.
+    void request_reconcile_locked(const std::shared_ptr<tree_node>& p) {
+        if (!p->has_h || closed_) return;
+        p->reconcile_pending = true;
+        if (pass_armed_) return;
+        pass_armed_ = true;
+        if (!pass_timer_) pass_timer_ = std::make_unique<asio::steady_timer>(ex_);
+        pass_timer_->expires_after(reconcile_delay);
+        pass_timer_->async_wait([w = weak_from_this()](error_code ec) {
+            if (auto t = w.lock(); t && !ec) t->reconcile_pass();
+        });
+    }
+
+    void reconcile_pass() {
+        std::lock_guard lk(m_);
+        pass_armed_ = false;
+        if (closed_) return;
+        std::vector<std::shared_ptr<tree_node>> pending;
+        for (auto& [d_, n] : nodes_)
+            if (n->reconcile_pending) pending.push_back(n);
+        std::sort(pending.begin(), pending.end(), [](auto& a, auto& b) { return a->depth > b->depth; });
+        for (auto& p : pending) {
+            p->reconcile_pending = false;
+            if (!reconcile_locked(*p)) request_reconcile_locked(p);  // next round
+        }
+    }
+
+    // False when it must wait for the next round. With m_ held.
+    bool reconcile_locked(tree_node& p) {
+        if (read_hierarchical(p.dir, p.snapshot)) return true;  // gone too: its parent will
+        auto gap = gap_locked(p);
+        if (gap.empty()) return true;
+        for (auto& [d_, n] : nodes_)
+            if (n->watch && in_subtree(p, *n)) n->watch->refresh();
+        for (auto& [d_, n] : nodes_)
+            if (in_subtree(p, *n) && n->counts->ended) return false;  // a removal still to account
+        gap = gap_locked(p);
+        if (gap.empty()) return true;
+        if (!p.gone_src)
+            p.gone_src = std::make_shared<event_source_info>(
+                event_source_info{p.dir, version_, event_origin::removed_descendant});
+        for (std::size_t i = 0; i < event_kind_count; ++i)
+            if (gap.by_kind[i]) p.counts->reported[i].fetch_add(gap.by_kind[i], std::memory_order_relaxed);
+        OOMWATCH_LOG(debug) << p.dir << ": " << gap.get(event_kind::oom_kill)
+                            << " kill(s) in descendants removed before they were read";
+        state_->publish(p.gone_src, gap, p.snapshot);
+        return true;
+    }
+
+    static bool in_subtree(const tree_node& p, const tree_node& n) {
+        return &p == &n || (n.dir.size() > p.dir.size() && n.dir.compare(0, p.dir.size(), p.dir) == 0 &&
+                            n.dir[p.dir.size()] == '/');
+    }
+
+    // What p's memory.events grew by that its subtree did not report. With m_ held.
+    counter_delta gap_locked(const tree_node& p) const {
+        std::array<std::uint64_t, event_kind_count> sum{};
+        for (auto& [d_, n] : nodes_) {
+            if (!in_subtree(p, *n)) continue;
+            for (std::size_t i = 0; i < event_kind_count; ++i)
+                sum[i] += n->counts->reported[i].load(std::memory_order_relaxed) + n->gone[i];
+        }
+        counter_delta gap;
+        for (auto k : counted_kinds) {
+            const auto i = static_cast<std::size_t>(k);
+            const auto now = p.snapshot.get(k), base = p.base_h.get(k);
+            const auto growth = now > base ? now - base : 0;
+            gap.by_kind[i] = growth > sum[i] ? growth - sum[i] : 0;
+        }
+        return gap;
     }
 
     asio::any_io_executor ex_;
@@ -239,12 +397,18 @@ private:
     mutable std::mutex m_;
     std::unordered_map<std::string, std::shared_ptr<tree_node>> nodes_;
     std::vector<std::shared_ptr<tree_node>> retired_;  // replaced by a namesake; ending
+    std::unique_ptr<asio::steady_timer> pass_timer_;  // the next reconciliation round
+    bool pass_armed_ = false;
     bool starting_ = false;
     bool closed_ = false;
 };
 
 void tree_node::on_child_appeared(const std::string& name, bool moved_in) {
     if (auto t = tree_.lock()) t->child_appeared(*this, name, moved_in);
+}
+
+void tree_node::on_child_gone(const std::string&) {
+    if (auto t = tree_.lock()) t->child_gone(*this);
 }
 
 void tree_node::on_rescan() {

@@ -37,6 +37,7 @@ public:
           dir_(dir.native()),
           file_(dir_ + (opts.counters == watch_options::scope::local ? "/memory.events.local" : "/memory.events")),
           sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)),
+          on_published_(std::move(role.on_published)),
           from_zero_(role.from_zero) {}
 
     error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
@@ -67,6 +68,12 @@ public:
         std::lock_guard lk(m_);
         done_ = true;
         unregister();
+    }
+
+    void refresh() noexcept override {
+        std::lock_guard lk(m_);
+        if (done_ || !ready_) return;
+        if (auto sink = sink_.lock()) reread(*sink);
     }
 
     void on_counters_changed() override {
@@ -182,6 +189,7 @@ private:
         if (!d.empty()) OOMWATCH_LOG(debug) << file_ << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
         sink.publish(src_, d, c);
+        if (on_published_ && !d.empty()) on_published_(d);
         return false;
     }
 
@@ -259,6 +267,7 @@ private:
     std::weak_ptr<watcher_state> sink_;
     const source_ref src_;
     const std::function<void()> on_end_;
+    const std::function<void(const counter_delta&)> on_published_;
     const bool from_zero_;
     std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;

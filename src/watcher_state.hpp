@@ -127,6 +127,9 @@ struct node_role {
     source_ref src;                // the cgroup as events name it; empty: the state's root
     bool from_zero = false;        // made after the tree started: report its counters from zero
     std::function<void()> on_end;  // called once the cgroup is removed (after `removed`)
+    // Called with every delta found (all kinds, before the state filters them), with the
+    // source's lock held: it must not block or take locks.
+    std::function<void(const counter_delta&)> on_published;
 };
 
 /// A running source of events (v1 eventfd reader, v2 inotify registration).
@@ -135,6 +138,8 @@ public:
     virtual ~source() = default;
     /// Stops watching and releases descriptors and watches, synchronously.
     virtual void stop() noexcept = 0;
+    /// Re-reads the counters now and publishes what changed (v2; a no-op elsewhere).
+    virtual void refresh() noexcept {}
 };
 
 class watcher_state : public std::enable_shared_from_this<watcher_state> {

@@ -189,6 +189,58 @@ BOOST_FIXTURE_TEST_CASE(one_inotify_instance_for_the_tree_and_the_watchers, fixt
     BOOST_TEST(svc.client_count() == 1u);  // only the plain watcher's registration is left
 }
 
+// Kills in descendants removed before the tree could read them are in the ancestors'
+// hierarchical counters: reported on the nearest ancestor still there, marked as such,
+// so that the counts add up to the root's memory.events growth. A descendant read
+// before it went gives no such event.
+BOOST_FIXTURE_TEST_CASE(kills_of_descendants_removed_unread_are_reported_on_the_nearest_ancestor, fixture) {
+    auto root = tree.make_cgroup("root");
+    auto mid = make_fake(root, "mid");
+    auto read_first = make_fake(mid, "read-first");
+    tree_watcher tw(ctx, root, fake_tree_options());
+    tree_log log(tw);
+    log.arm();
+    std::uint64_t root_h = 0, mid_h = 0;
+    auto kill_in = [&](const fs::path& cg, std::uint64_t local_now, bool under_mid) {
+        set_local(cg, with(0, local_now));
+        fake_v2_tree::write_events(root, with(0, ++root_h));  // the kernel counts it upwards
+        if (under_mid) fake_v2_tree::write_events(mid, with(0, ++mid_h));
+    };
+
+    // Read before it goes: reported at its cgroup, nothing more.
+    kill_in(read_first, 1, true);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(read_first, event_kind::oom_kill) == 1; }));
+    fake_v2_tree::remove_cgroup(read_first);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(read_first, event_kind::removed) == 1; }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(200));
+
+    // Made, killed twice, removed while the tree was not running: only mid's counters
+    // (and root's) keep them.
+    auto brief = make_fake(mid, "brief");
+    kill_in(brief, 1, true);
+    kill_in(brief, 2, true);
+    fake_v2_tree::remove_cgroup(brief);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        for (auto& ev : log.order)
+            if (ev.origin == event_origin::removed_descendant) return true;
+        return false;
+    }, std::chrono::seconds(5)), "the kills of the removed cgroup were never reported");
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(200));
+
+    std::uint64_t attributed = 0, total = 0;
+    for (auto& ev : log.order) {
+        if (ev.kind != event_kind::oom_kill) continue;
+        total += ev.count;
+        if (ev.origin == event_origin::removed_descendant) {
+            attributed += ev.count;
+            BOOST_TEST(ev.cgroup == mid, "attributed to " << ev.cgroup << ", not the nearest ancestor");
+        }
+    }
+    BOOST_TEST(attributed == 2u);
+    BOOST_TEST(total == root_h);  // the invariant: every kill under the root, once
+    BOOST_TEST(log.count(read_first, event_kind::oom_kill) == 1u);
+}
+
 BOOST_FIXTURE_TEST_CASE(bad_roots_and_options_are_refused, fixture) {
     error_code ec;
     tree_watcher missing(ctx, tree.parent() / "nope", fake_tree_options(), ec);
