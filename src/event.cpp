@@ -8,6 +8,7 @@ constexpr std::pair<event_kind, std::string_view> kind_names[] = {
     {event_kind::oom, "oom"},   {event_kind::oom_kill, "oom_kill"}, {event_kind::oom_group_kill, "oom_group_kill"},
     {event_kind::high, "high"}, {event_kind::max, "max"},           {event_kind::low, "low"},
     {event_kind::removed, "removed"}, {event_kind::failed, "failed"},   {event_kind::created, "created"},
+    {event_kind::skipped, "skipped"},
 };
 static_assert(std::size(kind_names) == event_kind_count);
 
@@ -37,7 +38,8 @@ std::uint64_t memory_counters::get(event_kind k) const noexcept {
     case event_kind::low: return low;
     case event_kind::removed:
     case event_kind::failed:
-    case event_kind::created: return 0;
+    case event_kind::created:
+    case event_kind::skipped: return 0;
     }
     return 0;
 }

@@ -176,7 +176,10 @@ private:
     error_code add_node_locked(const std::string& dir, unsigned depth, bool from_zero, bool is_root,
                                bool has_counters = true) {
         struct stat st{};
-        if (auto ec = stat_path(dir, st)) return ec;
+        if (auto ec = stat_path(dir, st)) {
+            if (!is_root && ec != boost::system::errc::no_such_file_or_directory) skip(dir, ec);
+            return ec;
+        }
         if (!S_ISDIR(st.st_mode)) return make_error_code(error::not_a_cgroup);
         if (auto it = nodes_.find(dir); it != nodes_.end()) {
             if (it->second->ino == st.st_ino) return {};  // known already (a scan and its event)
@@ -219,7 +222,7 @@ private:
                     // Gone before it could be watched: say so, it was announced.
                     state_->publish_removed(src, clock::now());
                 } else {
-                    OOMWATCH_LOG(warning) << dir << ": not watched: " << ec.message();
+                    skip(src, ec);
                 }
                 return {};
             }
@@ -237,14 +240,28 @@ private:
             // The directory watch first, then the listing: a child made in between is in
             // the one or the other (both: the second finds it known).
             if (auto ec = svc_.add_dir(ex_, dir, node, node->dir_reg)) {
+                if (is_root) {
+                    nodes_.erase(dir);
+                    if (node->watch) node->watch->stop();
+                    return ec;
+                }
                 OOMWATCH_LOG(warning) << dir << ": its new subdirectories will not be found: " << ec.message();
-                if (is_root) return ec;
+                state_->publish_skipped(src, ec);
             } else {
                 node->dir_watched = true;
             }
             scan_locked(*node);
         }
         return {};
+    }
+
+    // A descendant that cannot be watched: the tree goes on, and says so.
+    void skip(const std::string& dir, const error_code& ec) {
+        skip(std::make_shared<event_source_info>(event_source_info{dir, version_, event_origin::here}), ec);
+    }
+    void skip(const source_ref& src, const error_code& ec) {
+        OOMWATCH_LOG(warning) << src->cgroup.string() << ": not watched: " << ec.message();
+        state_->publish_skipped(src, ec);
     }
 
     // With m_ held.

@@ -29,7 +29,7 @@ void backlog::add(const occurrence& o) {
     };
     for (std::size_t i = 0; i < event_kind_count; ++i) put(i, o.d.by_kind[i]);
     if (o.end) put(static_cast<std::size_t>(*o.end), 1);
-    if (o.end == event_kind::failed) sl.error = o.error;
+    if (o.error) sl.error = o.error;  // for `failed` and `skipped`
     sl.counters = o.counters;
     if (!sl.queued) {
         sl.queued = true;
@@ -55,7 +55,7 @@ std::optional<oom_event> backlog::pop() {
             ev.time = sl.first[i];
             ev.version = sl.src->version;
             ev.origin = sl.src->origin;
-            if (ev.kind == event_kind::failed) ev.error = sl.error;
+            if (ev.kind == event_kind::failed || ev.kind == event_kind::skipped) ev.error = sl.error;
             sl.count[i] = 0;
             bool more = false;
             for (auto c : sl.count) more |= c != 0;
@@ -149,7 +149,7 @@ watcher_state::watcher_state(asio::any_io_executor ex, std::filesystem::path cgr
                              kind_set kinds)
     : ex_(std::move(ex)),
       root_(std::make_shared<event_source_info>(event_source_info{std::move(cgroup), v, event_origin::here})),
-      kinds_(kinds.insert(event_kind::removed).insert(event_kind::failed)) {}
+      kinds_(kinds.insert(event_kind::removed).insert(event_kind::failed).insert(event_kind::skipped)) {}
 
 void watcher_state::set_baseline(const memory_counters& c) {
     std::lock_guard lk(m_);
@@ -179,6 +179,13 @@ void watcher_state::publish_created(const source_ref& src, const memory_counters
     counter_delta d;
     d.by_kind[static_cast<std::size_t>(event_kind::created)] = 1;
     publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}}, lk);
+}
+
+void watcher_state::publish_skipped(const source_ref& src, error_code ec) {
+    std::unique_lock lk(m_);
+    counter_delta d;
+    d.by_kind[static_cast<std::size_t>(event_kind::skipped)] = 1;
+    publish_locked(occurrence{src, d, std::nullopt, {}, clock::now(), ec}, lk);
 }
 
 void watcher_state::publish_failed(error_code ec, std::string path) {

@@ -165,6 +165,8 @@ public:
     void publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c = {});
     /// An opt-in kind of a tree: `src` appeared.
     void publish_created(const source_ref& src, const memory_counters& c);
+    /// A tree's descendant `src` cannot be watched (`ec`); the tree goes on.
+    void publish_skipped(const source_ref& src, boost::system::error_code ec);
     /// The watch failed for good (`ec`, concerning `path`): every consumer learns it
     /// once the events before it are delivered. The source stops itself.
     void publish_failed(boost::system::error_code ec, std::string path);

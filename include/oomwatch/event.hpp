@@ -44,9 +44,14 @@ enum class event_kind : std::uint8_t {
     /// `tree_watcher` only, opt in: a cgroup appeared in the tree (found at start or
     /// created later); `count` is 1. Comes before any other event of that cgroup.
     created,
+    /// `tree_watcher` only, always reported: a descendant was found but cannot be watched
+    /// (`oom_event::error` says why: a descriptor or inotify limit reached, permission
+    /// denied), or its new subdirectories cannot be found. The tree goes on with what it
+    /// has; nothing more is reported for that cgroup (or below it).
+    skipped,
 };
 
-inline constexpr std::size_t event_kind_count = 9;
+inline constexpr std::size_t event_kind_count = 10;
 
 /// Where the occurrences of an event happened.
 enum class event_origin : std::uint8_t {
@@ -59,7 +64,8 @@ enum class event_origin : std::uint8_t {
     removed_descendant,
 };
 
-/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed", "failed", "created".
+/// "oom", "oom_kill", "oom_group_kill", "high", "max", "low", "removed", "failed", "created",
+/// "skipped".
 std::string_view to_string(event_kind k) noexcept;
 /// The inverse of `to_string`; empty for an unknown name.
 std::optional<event_kind> event_kind_from_string(std::string_view s) noexcept;
@@ -79,17 +85,18 @@ public:
     constexpr kind_set& erase(event_kind k) noexcept { bits_ &= static_cast<std::uint16_t>(~bit(k)); return *this; }
     constexpr bool operator==(const kind_set&) const noexcept = default;
 
-    /// `oom`, `oom_kill`, `oom_group_kill` (and `removed` and `failed`, which are always
-    /// reported).
+    /// `oom`, `oom_kill`, `oom_group_kill` (and `removed`, `failed` and `skipped`, which
+    /// are always reported).
     static constexpr kind_set defaults() noexcept {
         return {event_kind::oom, event_kind::oom_kill, event_kind::oom_group_kill, event_kind::removed,
-                event_kind::failed};
+                event_kind::failed, event_kind::skipped};
     }
     /// Every kind, `created` included.
     static constexpr kind_set all() noexcept {
         return {event_kind::oom,     event_kind::oom_kill, event_kind::oom_group_kill,
                 event_kind::high,    event_kind::max,      event_kind::low,
-                event_kind::removed, event_kind::failed,   event_kind::created};
+                event_kind::removed, event_kind::failed,   event_kind::created,
+                event_kind::skipped};
     }
 
 private:
@@ -141,7 +148,7 @@ struct oom_event {
     /// Where the occurrences happened (`tree_watcher`: the cgroup itself, or its
     /// descendants that were removed before they could be read).
     event_origin origin = event_origin::here;
-    /// `failed` events only: why the watch failed (an errno value in `system_category()`,
+    /// `failed` and `skipped` events only: why the watch failed (an errno value in `system_category()`,
     /// or an `oomwatch::error` such as `counters_vanished`). Empty otherwise.
     boost::system::error_code error;
 };

@@ -930,4 +930,55 @@ BOOST_FIXTURE_TEST_CASE(a_cgroup_under_a_symlinked_parent_is_watched, fixture) {
     BOOST_TEST(log.t[event_kind::oom_kill] == 1u);
 }
 
+// A tree that meets max_user_watches: the descendants that no longer fit are reported
+// as `skipped` (with no_space_on_device), never silently left out; the tree keeps
+// counting what it watches.
+BOOST_AUTO_TEST_CASE(a_tree_at_the_watch_limit_reports_skipped_and_keeps_counting,
+                     *boost::unit_test::precondition(root_precondition{"lowering max_user_watches"})) {
+    OOMWATCH_REQUIRE_ROOT("lowering max_user_watches");
+    fake_v2_tree tree;
+    asio::io_context ctx;
+    const auto root = tree.make_cgroup("root");
+    const auto early = tree.make_cgroup("root/early");
+    tree_options o;
+    o.force_version = cgroup_version::v2;
+    o.liveness_interval = std::chrono::hours(1);
+    tree_watcher tw(ctx, root, o);
+    BOOST_TEST_REQUIRE(tw.size() == 2u);
+    std::vector<oom_event> seen;
+    auto sub = tw.subscribe([&](const oom_event& ev) { seen.push_back(ev); });
+    run_ready(ctx);
+    std::size_t skipped = 0, found = 0;
+    {
+        sysctl_guard g("/proc/sys/fs/inotify/max_user_watches", root_inotify_watches() + 6);
+        // Made aside, moved in whole (as the kernel makes a cgroup: with its files).
+        for (int i = 0; i < 12; ++i) {
+            const auto aside = tree.make_cgroup("aside" + std::to_string(i));
+            fs::rename(aside, root / ("late" + std::to_string(i)));
+        }
+        BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+            skipped = found = 0;
+            for (auto& ev : seen) skipped += ev.kind == event_kind::skipped;
+            found = tw.size() - 2;
+            return found + skipped >= 12;
+        }, 10s), "found " << found << ", skipped " << skipped << " of 12");
+    }
+    BOOST_TEST(skipped >= 1u, "the limit was never reached: nothing tested");
+    BOOST_TEST(found >= 1u);
+    for (auto& ev : seen)
+        if (ev.kind == event_kind::skipped) {
+            BOOST_TEST(ev.error == boost::system::errc::no_space_on_device, ev.error.message());
+            BOOST_TEST(ev.cgroup.parent_path() == root);
+        }
+    // What is watched still counts, exactly.
+    fake_v2_tree::write_events(early, with(0, 1), "memory.events.local");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        for (auto& ev : seen)
+            if (ev.kind == event_kind::oom_kill && ev.cgroup == early) return true;
+        return false;
+    }));
+    BOOST_TEST(tw.is_open());
+    BOOST_TEST_MESSAGE("max_user_watches: " << found << " late cgroups watched, " << skipped << " skipped");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -563,7 +563,7 @@ BOOST_AUTO_TEST_CASE(event_kind_names_round_trip) {
     const std::vector<std::pair<event_kind, std::string>> expected = {
         {event_kind::oom, "oom"},   {event_kind::oom_kill, "oom_kill"}, {event_kind::oom_group_kill, "oom_group_kill"},
         {event_kind::high, "high"}, {event_kind::max, "max"},           {event_kind::low, "low"},
-        {event_kind::removed, "removed"}, {event_kind::failed, "failed"}, {event_kind::created, "created"},
+        {event_kind::removed, "removed"}, {event_kind::failed, "failed"}, {event_kind::created, "created"}, {event_kind::skipped, "skipped"},
     };
     BOOST_TEST(expected.size() == oomwatch::event_kind_count);
     for (const auto& [kind, name] : expected) {
