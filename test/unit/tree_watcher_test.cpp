@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <fstream>
 #include <map>
 #include <string>
 
@@ -239,6 +240,55 @@ BOOST_FIXTURE_TEST_CASE(kills_of_descendants_removed_unread_are_reported_on_the_
     BOOST_TEST(attributed == 2u);
     BOOST_TEST(total == root_h);  // the invariant: every kill under the root, once
     BOOST_TEST(log.count(read_first, event_kind::oom_kill) == 1u);
+}
+
+// An inotify queue overflow loses the news of which children appeared and which
+// counters changed: the tree lists every directory again and re-reads every counter,
+// so nothing is lost or doubled.
+BOOST_AUTO_TEST_CASE(a_queue_overflow_rescans_the_tree,
+                     *boost::unit_test::precondition(root_precondition{"shrinking max_queued_events"})) {
+    OOMWATCH_REQUIRE_ROOT("shrinking max_queued_events");
+    const char* knob = "/proc/sys/fs/inotify/max_queued_events";
+    std::string old;
+    std::ifstream(knob) >> old;
+    struct restore {
+        const char* knob;
+        std::string value;
+        ~restore() { std::ofstream(knob) << value; }
+    } restore_it{knob, old};
+    std::ofstream(knob) << 16;  // taken by the instance when it is made: with the first watch
+
+    fake_v2_tree tree;
+    asio::io_context ctx;
+    auto root = tree.make_cgroup("root");
+    std::vector<fs::path> early;
+    for (int i = 0; i < 10; ++i) early.push_back(make_fake(root, "e" + std::to_string(i)));
+    tree_watcher tw(ctx, root, fake_tree_options());
+    std::ofstream(knob) << old;
+    BOOST_TEST_REQUIRE(tw.size() == 11u);
+    tree_log log(tw);
+    log.arm();
+    run_ready(ctx);
+    // With the tree not running: 20 new children and a kill in each early one overflow
+    // a queue of 16.
+    std::vector<fs::path> late;
+    for (int i = 0; i < 20; ++i) late.push_back(make_fake(root, "l" + std::to_string(i)));
+    for (auto& e : early) set_local(e, with(0, 1));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 31u; }), "found " << tw.size() << " of 31");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        for (auto& e : early)
+            if (log.count(e, event_kind::oom_kill) < 1) return false;
+        return true;
+    }));
+    for (auto& l : late) set_local(l, with(0, 2));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        for (auto& l : late)
+            if (log.count(l, event_kind::oom_kill) < 2) return false;
+        return true;
+    }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(100));
+    for (auto& e : early) BOOST_TEST(log.count(e, event_kind::oom_kill) == 1u, e);
+    for (auto& l : late) BOOST_TEST(log.count(l, event_kind::oom_kill) == 2u, l);
 }
 
 BOOST_FIXTURE_TEST_CASE(bad_roots_and_options_are_refused, fixture) {
