@@ -7,6 +7,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,8 +41,17 @@ std::string event_to_json(const oom_event& ev);
 /// "oomwatch: stdout: <message>" on stderr.
 void report_stdout_error(const boost::system::error_code& ec);
 
-/// `oomwatch watch TARGET...`; `verbosity` >= 1 announces each watch on stderr.
-int run_watch(const std::vector<std::string>& targets, const watch_options& opts, int verbosity);
+/// What `oomwatch watch` was asked to do.
+struct watch_request {
+    std::vector<std::string> targets;  ///< as given; empty only with `recursive` (the whole hierarchy)
+    watch_options opts;
+    bool recursive = false;            ///< -r: each target's whole subtree (tree_watcher)
+    std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
+    int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
+};
+
+/// `oomwatch watch [-r] TARGET...`
+int run_watch(const watch_request& req);
 
 /// `oomwatch demo`
 int run_demo(const watch_options& opts);

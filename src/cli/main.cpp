@@ -3,10 +3,12 @@
 
 #include <oomwatch/event.hpp>
 
+#include <charconv>
 #include <exception>
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #ifndef OOMWATCH_VERSION
@@ -19,6 +21,7 @@ using namespace oomwatch;
 
 constexpr std::string_view usage_text =
     R"usage(Usage: oomwatch [options] watch CGROUP...
+       oomwatch [options] watch -r [--max-depth N] [CGROUP...]
        oomwatch [options] demo
        oomwatch --help | --version
 
@@ -33,20 +36,40 @@ Commands:
                     (/sys/fs/cgroup/memory/app), a path inside the memory hierarchy
                     as /proc/PID/cgroup shows it (/app), or a process whose memory
                     cgroup to watch: PID or pid:PID.
+  watch -r [CGROUP...]
+                    Watch the whole subtree of every CGROUP (see -r); without a
+                    CGROUP, the whole memory hierarchy of the machine.
   demo              (root) Create a scratch cgroup limited to 32 MiB, let the OOM
                     killer kill three children in it, and check that every kill is
                     reported exactly once.
 
 Options:
   --kinds K[,K...]  Event kinds to report: oom, oom_kill, oom_group_kill, high, max,
-                    low, or all (default: oom,oom_kill,oom_group_kill). The removed
-                    event is always reported.
+                    low, created (with -r: a cgroup appeared in the tree), or all
+                    (default: oom,oom_kill,oom_group_kill). Always reported: removed,
+                    and with -r skipped (a cgroup found but not watched: a descriptor
+                    or inotify limit, permission denied; its line has "error":REASON).
   --local           cgroup v2: count this cgroup alone (memory.events.local), not its
-                    descendants.
+                    descendants. (With -r every cgroup's own counters are reported
+                    anyway.)
+  -r, --recursive   watch: watch each CGROUP and every cgroup below it, those that
+                    exist now and those created later, at any depth; each event names
+                    the cgroup where it happened ("cgroup"). Without a CGROUP: the
+                    whole memory hierarchy of the machine (its mount point, e.g.
+                    /sys/fs/cgroup/memory on v1, /sys/fs/cgroup on v2). A descendant's
+                    removal is a removed line for it; a tree ends when its CGROUP is
+                    removed. cgroup v2: an event counted in descendants that were
+                    removed before they could be read is reported in their nearest
+                    ancestor still there, with "origin":"removed_descendant" added to
+                    its line.
+  --max-depth N     With -r: watch N levels below each CGROUP at most (0: the CGROUP
+                    alone, 1: its children too, ...). Default: every level.
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
-                    also print "oomwatch: watching DIR (cgroup vN)" on stderr for
-                    every cgroup once all of them are armed: an OOM from then on is
-                    reported.
+                    also print on stderr, once every watch is armed (an OOM from then
+                    on is reported), for every cgroup:
+                      oomwatch: watching DIR (cgroup vN)
+                    and with -r, for every tree:
+                      oomwatch: watching DIR and N cgroups below it (cgroup vN)
   -h, --help        Show this help.
   --version         Show the version.
 
@@ -56,15 +79,17 @@ oomwatch stops every watch, prints "oomwatch: stdout: REASON" on stderr and exit
 With SIGPIPE at its default, a closed pipe kills it with SIGPIPE as usual.
 
 Exit status:
-  0  done: SIGINT or SIGTERM, or every watched cgroup was removed.
+  0  done: SIGINT or SIGTERM, or every watched cgroup was removed (with -r: the root
+     of every tree).
   1  runtime failure: stdout cannot be written, or a watch failed after it started
      ("oomwatch: CGROUP: REASON" on stderr; every other watch is stopped too); for
      demo: a kill not reported exactly once, or the demo could not run.
   2  bad usage: an unknown option, command or event kind, a missing or malformed
      argument.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
-     denied, no memory controller, the cgroup v2 root, no such process, ...
-     ("oomwatch: CGROUP: REASON" on stderr, before any output; nothing is watched).
+     denied, no memory controller, the cgroup v2 root (without -r), no such process,
+     no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
+     output; nothing is watched).
 )usage";
 
 int usage_error(std::string_view message) {
@@ -101,10 +126,18 @@ bool parse_kinds(std::string_view list, kind_set& out, std::string& bad) {
     return true;
 }
 
+// A depth: decimal digits only, no sign, no more than an unsigned holds.
+bool parse_depth(std::string_view text, unsigned& out) {
+    if (text.empty()) return false;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc{} && end == text.data() + text.size();
+}
+
 int run(int argc, char** argv) {
     std::vector<std::string> positional;
-    watch_options opts;
-    int verbosity = 0;
+    cli::watch_request req;
+    watch_options& opts = req.opts;
+    int& verbosity = req.verbosity;
     bool options_done = false;
 
     for (int i = 1; i < argc; ++i) {
@@ -125,6 +158,22 @@ int run(int argc, char** argv) {
             verbosity += 2;
         } else if (arg == "--local") {
             opts.counters = watch_options::scope::local;
+        } else if (arg == "-r" || arg == "--recursive") {
+            req.recursive = true;
+        } else if (arg == "--max-depth" || arg.starts_with("--max-depth=")) {
+            std::string_view value;
+            if (arg == "--max-depth") {
+                if (i + 1 >= argc) return usage_error("--max-depth needs a value");
+                value = argv[++i];
+            } else {
+                value = arg.substr(std::string_view("--max-depth=").size());
+            }
+            unsigned depth = 0;
+            if (!parse_depth(value, depth)) {
+                return usage_error("--max-depth needs a number of levels (0, 1, ...), not '" + std::string(value) +
+                                   "'");
+            }
+            req.max_depth = depth;
         } else if (arg == "--kinds" || arg.starts_with("--kinds=")) {
             std::string_view value;
             if (arg == "--kinds") {
@@ -150,11 +199,15 @@ int run(int argc, char** argv) {
 
     const std::string& command = positional.front();
     if (command == "watch") {
-        if (positional.size() < 2) return usage_error("watch needs at least one cgroup");
-        return cli::run_watch({positional.begin() + 1, positional.end()}, opts, verbosity);
+        if (req.max_depth && !req.recursive) return usage_error("--max-depth needs --recursive (-r)");
+        // With -r and no cgroup: the whole memory hierarchy.
+        if (positional.size() < 2 && !req.recursive) return usage_error("watch needs at least one cgroup");
+        req.targets.assign(positional.begin() + 1, positional.end());
+        return cli::run_watch(req);
     }
     if (command == "demo") {
         if (positional.size() > 1) return usage_error("demo takes no arguments");
+        if (req.recursive || req.max_depth) return usage_error("--recursive and --max-depth are options of watch");
         return cli::run_demo(opts);
     }
     return usage_error("unknown command '" + command + "'");

@@ -75,6 +75,13 @@ std::string event_to_json(const oom_event& ev) {
     obj["time"] = format_rfc3339(ev.time);
     obj["version"] = static_cast<int>(ev.version);
     obj["counters"] = std::move(counters);
+    // Only when not `here` (tree watches): lines of plain watches stay as they were.
+    switch (ev.origin) {
+    case event_origin::here: break;
+    case event_origin::removed_descendant: obj["origin"] = "removed_descendant"; break;
+    }
+    // Only on events that carry a reason (`skipped`: why that cgroup is not watched).
+    if (ev.error) obj["error"] = ev.error.message();
     return boost::json::serialize(obj);
 }
 

@@ -1,7 +1,10 @@
-// `oomwatch watch TARGET...`: one watcher per target, events as JSON lines.
+// `oomwatch watch TARGET...`: one watcher per target (with -r: one tree_watcher per
+// target, or one for the whole memory hierarchy), events as JSON lines.
 #include "cli.hpp"
 
+#include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
+#include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -10,12 +13,18 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sys/resource.h>
+
 #include <climits>
 #include <csignal>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace oomwatch::cli {
 
@@ -49,6 +58,7 @@ std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
 
 struct watch_state {
     std::vector<watcher>& watchers;
+    std::vector<tree_watcher>& trees;
     asio::signal_set& signals;
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
@@ -60,6 +70,7 @@ struct watch_state {
 void stop_all(watch_state& st) {
     st.stopping = true;
     for (auto& w : st.watchers) w.close();
+    for (auto& t : st.trees) t.close();
     st.signals.cancel();
 }
 
@@ -69,8 +80,16 @@ void fail(watch_state& st) {
     stop_all(st);
 }
 
-asio::awaitable<void> pump(watcher& w, watch_state& st) {
-    const std::string name = w.cgroup().string();
+// The directory a watch ends with: a watcher's cgroup, a tree's root (its descendants'
+// `removed` events do not end it).
+const std::filesystem::path& watched_dir(const watcher& w) { return w.cgroup(); }
+const std::filesystem::path& watched_dir(const tree_watcher& t) { return t.root(); }
+
+template <class Watch>
+asio::awaitable<void> pump(Watch& w, watch_state& st) {
+    constexpr bool tree = std::is_same_v<Watch, tree_watcher>;
+    const std::filesystem::path dir = watched_dir(w);
+    const std::string name = dir.string();
     for (;;) {
         auto [ec, ev] = co_await w.async_next_event(asio::as_tuple(asio::use_awaitable));
         if (st.stopping) break;  // an event that raced with the shutdown is not printed
@@ -94,20 +113,57 @@ asio::awaitable<void> pump(watcher& w, watch_state& st) {
             fail(st);
             break;
         }
-        if (ev.kind == event_kind::removed) break;  // always the last one
+        // A watcher's `removed` is always its last event; a tree's is its root's. (Should
+        // the root's event name it differently, the next wait ends with cgroup_removed.)
+        if (ev.kind == event_kind::removed && (!tree || ev.cgroup == dir)) break;
     }
     if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
 }
 
+// A tree on v1 holds two eventfds per cgroup: a machine's whole hierarchy can need more
+// descriptors than the usual soft limit of 1024. Raise it to the hard limit (we start no
+// other programs that could mind); a failure only means the old limit stays.
+void raise_fd_limit() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max) return;
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+// "cgroup" or "cgroups".
+std::string count_of_cgroups(std::size_t n) { return std::to_string(n) + (n == 1 ? " cgroup" : " cgroups"); }
+
 } // namespace
 
-int run_watch(const std::vector<std::string>& targets, const watch_options& opts, int verbosity) {
+int run_watch(const watch_request& req) {
     asio::io_context ioc(1);
     // First: from the moment a watch is announced, SIGINT and SIGTERM end it cleanly.
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
 
+    // The pumps hold references: no reallocation once they run.
     std::vector<watcher> watchers;
-    watchers.reserve(targets.size());  // the pumps hold references: no reallocation later
+    std::vector<tree_watcher> trees;
+
+    tree_options topts;
+    topts.kinds = req.opts.kinds;
+    topts.max_depth = req.max_depth;
+    if (req.recursive) raise_fd_limit();
+
+    // -r without a cgroup: the whole memory hierarchy, from its mount point.
+    std::vector<std::string> targets = req.targets;
+    if (targets.empty()) {
+        boost::system::error_code ec;
+        const auto h = find_memory_hierarchy(ec);
+        if (ec) {
+            std::cerr << "oomwatch: cannot find the memory cgroup hierarchy: " << ec.message() << '\n';
+            return exit_cannot_watch;
+        }
+        targets.push_back(h.mount_point.string());
+    }
+    if (req.recursive)
+        trees.reserve(targets.size());
+    else
+        watchers.reserve(targets.size());
 
     // All of them first: a target that cannot be watched stops us before any output.
     for (const auto& target : targets) {
@@ -118,10 +174,18 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
             return exit_usage;
         }
         boost::system::error_code ec;
-        if (pid) {
-            watchers.emplace_back(ioc.get_executor(), process{*pid}, opts, ec);
+        if (req.recursive) {
+            std::filesystem::path root(target);
+            if (pid) {
+                root = memory_cgroup_of(*pid, ec).directory;
+                // A process in the root of the v2 hierarchy: a tree may start there.
+                if (ec == error::root_cgroup) root = find_memory_hierarchy(ec).mount_point;
+            }
+            if (!ec) trees.emplace_back(ioc.get_executor(), root, topts, ec);
+        } else if (pid) {
+            watchers.emplace_back(ioc.get_executor(), process{*pid}, req.opts, ec);
         } else {
-            watchers.emplace_back(ioc.get_executor(), std::filesystem::path(target), opts, ec);
+            watchers.emplace_back(ioc.get_executor(), std::filesystem::path(target), req.opts, ec);
         }
         if (ec) {
             std::cerr << "oomwatch: " << target << ": " << ec.message() << '\n';
@@ -129,15 +193,22 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
         }
     }
 
-    // Every watch is armed once its constructor returned: an OOM from now on is reported.
-    if (verbosity >= 1) {
+    // Every watch is armed once its constructor returned: an OOM from now on is reported
+    // (in a tree: in every cgroup it found; those created later are counted from zero).
+    if (req.verbosity >= 1) {
         for (const auto& w : watchers) {
             std::cerr << "oomwatch: watching " << w.cgroup().string() << " (cgroup v"
                       << static_cast<int>(w.version()) << ")\n";
         }
+        for (const auto& t : trees) {
+            const auto n = t.size();
+            std::cerr << "oomwatch: watching " << t.root().string() << " and "
+                      << count_of_cgroups(n > 0 ? n - 1 : 0) << " below it (cgroup v"
+                      << static_cast<int>(t.version()) << ")\n";
+        }
     }
 
-    watch_state st{watchers, signals};
+    watch_state st{watchers, trees, signals};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });
@@ -148,6 +219,10 @@ int run_watch(const std::vector<std::string>& targets, const watch_options& opts
     for (auto& w : watchers) {
         ++st.running;
         asio::co_spawn(ioc, pump(w, st), rethrow);
+    }
+    for (auto& t : trees) {
+        ++st.running;
+        asio::co_spawn(ioc, pump(t, st), rethrow);
     }
     ioc.run();
     return st.status;

@@ -1,6 +1,7 @@
 // Tests of the built `oomwatch` program, run as a child process: arguments and exit
 // statuses, JSON lines for real OOM kills, signals, removal, and what happens when
-// stdout cannot be written (/dev/full, a pipe nobody reads with SIGPIPE ignored).
+// stdout cannot be written (/dev/full, a pipe nobody reads with SIGPIPE ignored); and
+// `watch -r`: whole subtrees, cgroups created after the start, the whole hierarchy.
 //
 // Every wait is bounded: the child's output and exit are awaited with poll(2) on its
 // pipes and a pidfd, with a deadline; a child still running at the end of a test is
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +29,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -105,6 +108,7 @@ enum class stdout_to {
 struct spawn_options {
     stdout_to out = stdout_to::pipe;
     bool ignore_sigpipe = false;  // SIG_IGN survives exec, as under systemd
+    std::optional<rlim_t> fd_limit = std::nullopt;  // RLIMIT_NOFILE, soft and hard (the program cannot raise it)
 };
 
 // The oomwatch program running as a child, with its stdout and stderr collected.
@@ -135,6 +139,8 @@ public:
         const int child_out = out ? out->write.get() : full.get();
         const int child_err = err.write.get();
         const bool ignore = opt.ignore_sigpipe;
+        const bool limit_fds = opt.fd_limit.has_value();
+        const rlimit fd_limit{opt.fd_limit.value_or(0), opt.fd_limit.value_or(0)};
         const char* path = argv_storage.front().c_str();
 
         pid_ = ::fork();
@@ -149,6 +155,7 @@ public:
             sa.sa_handler = ignore ? SIG_IGN : SIG_DFL;
             ::sigemptyset(&sa.sa_mask);
             ::sigaction(SIGPIPE, &sa, nullptr);
+            if (limit_fds && ::setrlimit(RLIMIT_NOFILE, &fd_limit) != 0) ::_exit(126);
             ::execv(path, argv.data());
             static const char msg[] = "cli_test: execv failed\n";
             [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
@@ -309,6 +316,8 @@ struct json_line {
     std::uint64_t count = 0;
     std::int64_t version = 0;
     boost::json::object counters;
+    std::optional<std::string> origin;  // only on lines whose origin is not "here"
+    std::optional<std::string> error;   // only on lines with a reason (`skipped`)
 };
 
 // Parses every line of the program's stdout; fails the test on a line that is not the
@@ -334,6 +343,9 @@ std::vector<json_line> parse_lines(const std::string& out) {
             l.count = o.at("count").to_number<std::uint64_t>();
             l.version = o.at("version").as_int64();
             l.counters = o.at("counters").as_object();
+            if (const auto* origin = o.if_contains("origin")) l.origin = origin->as_string().c_str();
+            if (const auto* error = o.if_contains("error")) l.error = error->as_string().c_str();
+            BOOST_TEST_REQUIRE(o.size() == 6u + (l.origin ? 1u : 0u) + (l.error ? 1u : 0u), "unexpected keys in " << text);
             lines.push_back(std::move(l));
         } catch (const std::exception& e) {
             BOOST_TEST_REQUIRE(false, "malformed event line " << text << ": " << e.what());
@@ -358,6 +370,31 @@ std::uint64_t lines_of_kind(const std::string& out, std::string_view kind) {
     return n;
 }
 
+// The lines of stdout complete so far (a line being written may be cut short).
+std::vector<json_line> complete_lines(const std::string& out) {
+    const auto end = out.rfind('\n');
+    if (end == std::string::npos) return {};
+    return parse_lines(out.substr(0, end + 1));
+}
+
+// How many lines of `kind` name `cgroup`.
+std::size_t lines_for(const std::vector<json_line>& lines, std::string_view kind, const std::filesystem::path& cgroup) {
+    return static_cast<std::size_t>(std::count_if(lines.begin(), lines.end(), [&](const json_line& l) {
+        return l.kind == kind && l.cgroup == cgroup.string();
+    }));
+}
+
+// Waits (bounded) until stdout has a line of `kind` for `cgroup`, with oomwatch running.
+void require_line(cli_process& p, std::string_view kind, const std::filesystem::path& cgroup) {
+    const bool seen = p.run_until(
+        [&] { return lines_for(complete_lines(p.out()), kind, cgroup) >= 1 || p.status(); }, 10s);
+    BOOST_TEST_REQUIRE(seen, "no " << kind << " line for " << cgroup.string() << " within 10 s; stdout: " << p.out()
+                                   << "; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(lines_for(complete_lines(p.out()), kind, cgroup) >= 1u,
+                       "oomwatch ended (" << describe(p.status()) << ") before a " << kind << " line for "
+                                          << cgroup.string() << "; stdout: " << p.out() << "; stderr: " << p.err());
+}
+
 // The line `oomwatch -v watch` prints on stderr once every watch is armed.
 std::string armed_line(const scratch::scratch_cgroup& cg) {
     return "oomwatch: watching " + cg.path().string() + " (cgroup v" + std::to_string(static_cast<int>(cg.version())) +
@@ -370,6 +407,32 @@ void require_armed(cli_process& p, const scratch::scratch_cgroup& cg) {
     const bool armed = p.run_until([&] { return p.err().find(line) != std::string::npos || p.status(); }, 10s);
     BOOST_TEST_REQUIRE(armed, "no '" << line.substr(0, line.size() - 1) << "' on stderr within 10 s; stderr: " << p.err());
     BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended early (" << describe(p.status()) << "); stderr: " << p.err());
+}
+
+// The line `oomwatch -v watch -r` prints for a tree once every watch is armed, up to
+// " below it" when `below` is empty (any count).
+std::string tree_armed_line(const std::filesystem::path& root, cgroup_version v, std::optional<std::size_t> below) {
+    std::string line = "oomwatch: watching " + root.string() + " and ";
+    if (!below) return line;
+    line += std::to_string(*below) + (*below == 1 ? " cgroup" : " cgroups");
+    return line + " below it (cgroup v" + std::to_string(static_cast<int>(v)) + ")\n";
+}
+
+// Waits until the program announced that it watches the tree at `root` with `below`
+// cgroups under it (any number when empty; the line must then end as it should).
+void require_tree_armed(cli_process& p, const std::filesystem::path& root, cgroup_version v,
+                        std::optional<std::size_t> below) {
+    const auto line = tree_armed_line(root, v, below);
+    const std::string tail = " below it (cgroup v" + std::to_string(static_cast<int>(v)) + ")\n";
+    auto announced = [&] {
+        const auto pos = p.err().find(line);
+        return pos != std::string::npos && p.err().find(tail, pos) != std::string::npos;
+    };
+    const bool armed = p.run_until([&] { return announced() || p.status(); }, 30s);
+    BOOST_TEST_REQUIRE(armed, "no '" << line << "..." << tail.substr(0, tail.size() - 1)
+                                     << "' on stderr within 30 s; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended early (" << describe(p.status()) << "); stderr: " << p.err());
+    BOOST_TEST_REQUIRE(announced(), "stderr: " << p.err());
 }
 
 } // namespace
@@ -389,6 +452,11 @@ BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
     BOOST_TEST(out.find("  2  bad usage") != std::string::npos);
     BOOST_TEST(out.find("  3  a CGROUP cannot be watched") != std::string::npos);
     BOOST_TEST(out.find("oomwatch: watching DIR") != std::string::npos);  // the -v readiness line
+    BOOST_TEST(out.find("oomwatch: watching DIR and N cgroups below it") != std::string::npos);  // with -r
+    BOOST_TEST(out.find("-r, --recursive") != std::string::npos);
+    BOOST_TEST(out.find("--max-depth N") != std::string::npos);
+    BOOST_TEST(out.find("created") != std::string::npos);
+    BOOST_TEST(out.find("\"origin\":\"removed_descendant\"") != std::string::npos);
     BOOST_TEST(r.p.err().empty(), r.p.err());
     finished_run h({"-h"});
     BOOST_TEST(exited_with(h.status, exit_ok), describe(h.status));
@@ -467,6 +535,43 @@ BOOST_AUTO_TEST_CASE(a_directory_that_is_no_cgroup_cannot_be_watched) {
 
 BOOST_AUTO_TEST_CASE(a_process_that_does_not_exist_cannot_be_watched) {
     check_cannot_watch({"watch", "pid:2147483647"}, "pid:2147483647", {});  // above any pid_max
+}
+
+BOOST_AUTO_TEST_CASE(recursive_usage_errors) {
+    check_usage_error({"watch", "-r", "--max-depth"}, "oomwatch: --max-depth needs a value\n");
+    check_usage_error({"watch", "-r", "/tmp", "--max-depth"}, "oomwatch: --max-depth needs a value\n");
+    // The next argument is taken as the value, and a path is no number.
+    check_usage_error({"watch", "--recursive", "--max-depth", "/tmp"},
+                      "oomwatch: --max-depth needs a number of levels (0, 1, ...), not '/tmp'\n");
+    for (const std::string bad : {"", "-1", "+1", "1x", "x", "99999999999999999999"}) {
+        BOOST_TEST_CONTEXT("--max-depth=" << bad) {
+            check_usage_error({"watch", "-r", "--max-depth=" + bad, "/tmp"},
+                              "oomwatch: --max-depth needs a number of levels (0, 1, ...), not '" + bad + "'\n");
+        }
+    }
+    check_usage_error({"watch", "--max-depth", "1", "/tmp"}, "oomwatch: --max-depth needs --recursive (-r)\n");
+    check_usage_error({"-r", "demo"}, "oomwatch: --recursive and --max-depth are options of watch\n");
+    check_usage_error({"-r", "--kinds", "oom,bogus", "watch"}, "oomwatch: unknown event kind 'bogus' in --kinds\n");
+    check_usage_error({"watch", "-r", "pid:abc"}, "oomwatch: pid:abc: not a process ID\n");
+    // Without -r a cgroup is still required.
+    check_usage_error({"--max-depth=1", "watch"}, "oomwatch: --max-depth needs --recursive (-r)\n");
+}
+
+// `created` is a kind like the others: accepted by --kinds (here the target then fails
+// with its own status, 3, not with bad usage).
+BOOST_AUTO_TEST_CASE(created_is_an_event_kind) {
+    const auto reason = make_error_code(error::not_a_cgroup).message();
+    check_cannot_watch({"--kinds", "oom_kill,created", "watch", "-r", "/tmp"}, "/tmp", reason);
+    check_cannot_watch({"--kinds=created", "watch", "/tmp"}, "/tmp", reason);
+}
+
+BOOST_AUTO_TEST_CASE(a_tree_whose_root_cannot_be_watched_exits_3) {
+    const auto reason = make_error_code(error::not_a_cgroup).message();
+    check_cannot_watch({"watch", "-r", "/tmp"}, "/tmp", reason);
+    check_cannot_watch({"watch", "-r", "--max-depth", "2", "--", "/tmp"}, "/tmp", reason);
+    const std::string missing = "/tmp/" + fresh_name("oomwatch-cli-missing");
+    check_cannot_watch({"watch", "--recursive", missing}, missing, std::strerror(ENOENT));
+    check_cannot_watch({"watch", "-r", "pid:2147483647"}, "pid:2147483647", {});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -613,6 +718,153 @@ BOOST_FIXTURE_TEST_CASE(a_closed_pipe_with_sigpipe_at_its_default_kills_it, scra
     oom_kill_one(cg->path());
     const auto st = p.wait_exit(10s);
     BOOST_TEST((st && WIFSIGNALED(*st) && WTERMSIG(*st) == SIGPIPE), describe(st) << "; stderr: " << p.err());
+}
+
+// ---- watch -r: whole subtrees ------------------------------------------------------------
+
+// A scratch tree: a parent without a limit; its children get theirs.
+struct scratch_tree : scratch_oom {
+    scratch_tree() : scratch_oom("oomwatch-cli-tree", 0) {}
+};
+
+BOOST_FIXTURE_TEST_CASE(recursive_watch_reports_each_kill_in_the_cgroup_where_it_happened, scratch_tree) {
+    cli_process p({"-v", "watch", "-r", "--kinds", "oom,oom_kill,created", cg->path().string()});
+    require_tree_armed(p, cg->path(), cg->version(), 0);
+
+    // Made after the tool is armed; b two levels deep. Declared parent first: each is
+    // removed (by its destructor, if the test stops early) before its parent.
+    auto a = child("a", 0);
+    auto b_made = a.create_child("b", oom_limit);
+    BOOST_TEST_REQUIRE(b_made.has_value(), "cannot create a/b: " << b_made.error().message());
+    auto b = std::move(*b_made);
+    auto c = child("c", oom_limit);
+    for (const auto* sub : {&a, &b, &c}) require_line(p, "created", sub->path());
+
+    oom_kill_one(c.path());
+    require_line(p, "oom_kill", c.path());
+    // A descendant's removal is its `removed` line; the tree goes on.
+    BOOST_TEST_REQUIRE(!c.remove());
+    require_line(p, "removed", c.path());
+    BOOST_TEST_REQUIRE(!p.status(), "ended after a descendant's removal: " << describe(p.status()) << "; stderr: "
+                                                                            << p.err());
+    oom_kill_one(b.path());
+    require_line(p, "oom_kill", b.path());
+    BOOST_TEST_REQUIRE(!b.remove());
+    require_line(p, "removed", b.path());
+    BOOST_TEST_REQUIRE(!a.remove());
+    require_line(p, "removed", a.path());
+    BOOST_TEST_REQUIRE(!p.status(), "ended before its root was removed: " << describe(p.status()));
+    // The root's removal ends the tree, and with it the program.
+    BOOST_TEST_REQUIRE(!cg->remove());
+    CHECK_EXIT(p, exit_ok, 10s);
+
+    const auto lines = parse_lines(p.out());
+    BOOST_TEST_REQUIRE(!lines.empty());
+    // One oom_kill line per kill, each in the cgroup where the victim was.
+    BOOST_TEST(total(lines, "oom_kill") == 2u, "stdout: " << p.out());
+    BOOST_TEST(lines_for(lines, "oom_kill", b.path()) == 1u);
+    BOOST_TEST(lines_for(lines, "oom_kill", c.path()) == 1u);
+    for (const auto& l : lines) {
+        BOOST_TEST_CONTEXT(l.cgroup << " " << l.kind) {
+            BOOST_TEST(l.count >= 1u);
+            BOOST_TEST(l.version == static_cast<int>(cg->version()));
+            if (l.kind == "oom_kill") {
+                BOOST_TEST(l.count == 1u);
+                BOOST_TEST(l.counters.at("oom_kill").to_number<std::uint64_t>() == 1u);  // counted from zero
+            }
+            // The limits are b's and c's: an OOM is theirs, never a's or the root's.
+            if (l.kind == "oom") BOOST_TEST((l.cgroup == b.path().string() || l.cgroup == c.path().string()));
+            if (v1()) BOOST_TEST(!l.origin);  // v1 counts nothing hierarchically
+        }
+    }
+    // Each descendant: announced once, first; removed once, last. The root: no created
+    // line (it is the tree), and its removed line ends the output.
+    for (const auto* sub : {&a, &b, &c}) {
+        BOOST_TEST_CONTEXT(sub->path().string()) {
+            BOOST_TEST(lines_for(lines, "created", sub->path()) == 1u);
+            BOOST_TEST(lines_for(lines, "removed", sub->path()) == 1u);
+            std::vector<std::string> kinds;
+            for (const auto& l : lines)
+                if (l.cgroup == sub->path().string()) kinds.push_back(l.kind);
+            BOOST_TEST_REQUIRE(!kinds.empty());
+            BOOST_TEST(kinds.front() == "created");
+            BOOST_TEST(kinds.back() == "removed");
+        }
+    }
+    BOOST_TEST(lines_for(lines, "created", cg->path()) == 0u);
+    BOOST_TEST(total(lines, "removed") == 4u);
+    BOOST_TEST(lines.back().kind == "removed");
+    BOOST_TEST(lines.back().cgroup == cg->path().string());
+    BOOST_TEST(p.err().find("oomwatch: stdout") == std::string::npos, p.err());
+}
+
+BOOST_FIXTURE_TEST_CASE(recursive_readiness_counts_what_it_found_down_to_max_depth, scratch_tree) {
+    auto a = child("a", 0);
+    auto b_made = a.create_child("b", 0);
+    BOOST_TEST_REQUIRE(b_made.has_value(), "cannot create a/b: " << b_made.error().message());
+    auto b = std::move(*b_made);
+    const std::vector<std::pair<std::vector<std::string>, std::size_t>> runs = {
+        {{}, 2u}, {{"--max-depth", "1"}, 1u}, {{"--max-depth=0"}, 0u}, {{"--max-depth", "7"}, 2u}};
+    for (const auto& [extra, below] : runs) {
+        BOOST_TEST_CONTEXT("depth options: " << extra.size() << ", expecting " << below) {
+            std::vector<std::string> args = {"-v", "watch", "--recursive"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            args.push_back(cg->path().string());
+            cli_process p(args);
+            require_tree_armed(p, cg->path(), cg->version(), below);
+            p.send(SIGTERM);
+            CHECK_EXIT(p, exit_ok, 5s);
+            BOOST_TEST(p.out().empty(), "stdout: " << p.out());
+        }
+    }
+}
+
+// A descendant the tree cannot watch (here: no descriptor left for its eventfds) is a
+// `skipped` line with the reason; the program goes on.
+BOOST_FIXTURE_TEST_CASE(a_descendant_that_cannot_be_watched_is_a_skipped_line, scratch_tree) {
+    if (!v1()) {
+        BOOST_TEST_MESSAGE("not applicable: a v2 tree needs no descriptor per cgroup");
+        return;
+    }
+    cli_process p({"-v", "watch", "-r", "--kinds", "oom_kill,created", cg->path().string()}, {.fd_limit = 48});
+    require_tree_armed(p, cg->path(), cg->version(), 0);
+    std::vector<scratch::scratch_cgroup> children;  // removed in reverse order, by the destructors
+    children.reserve(64);
+    auto skipped = [&] { return total(complete_lines(p.out()), "skipped"); };
+    while (skipped() == 0 && children.size() < 64 && !p.status()) {
+        children.push_back(child("c" + std::to_string(children.size()), 0));
+        require_line(p, "created", children.back().path());
+    }
+    // The skipped line of the last child may still be on its way.
+    p.run_until([&] { return skipped() >= 1 || p.status(); }, 5s);
+    BOOST_TEST_REQUIRE(skipped() >= 1u, children.size() << " children, none skipped; stdout: " << p.out()
+                                                        << "; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(!p.status(), "ended: " << describe(p.status()) << "; stderr: " << p.err());
+    for (const auto& l : complete_lines(p.out())) {
+        if (l.kind != "skipped") continue;
+        BOOST_TEST_CONTEXT(l.cgroup) {
+            BOOST_TEST(l.error.value_or("(none)") == std::string(std::strerror(EMFILE)));
+            BOOST_TEST(l.count == 1u);
+            BOOST_TEST(lines_for(complete_lines(p.out()), "created", l.cgroup) == 1u);  // announced first
+        }
+    }
+    BOOST_TEST(lines_for(complete_lines(p.out()), "skipped", children.front().path()) == 0u);  // the first fit
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+    BOOST_TEST(p.err().find("oomwatch: " + cg->path().string() + ":") == std::string::npos, p.err());
+}
+
+// -r without a cgroup: the memory hierarchy's mount point, every cgroup of the machine
+// (possibly hundreds, some made and removed by others meanwhile: their lines may come).
+BOOST_AUTO_TEST_CASE(recursive_watch_without_a_cgroup_watches_the_whole_hierarchy) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    const auto h = find_memory_hierarchy();
+    cli_process p({"-v", "watch", "-r"});
+    require_tree_armed(p, h.mount_point, h.version, std::nullopt);
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+    parse_lines(p.out());  // whatever others' cgroups did meanwhile: well-formed lines
+    BOOST_TEST(p.err_count("oomwatch: watching ") == 1u, "stderr: " << p.err());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
