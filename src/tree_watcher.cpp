@@ -82,6 +82,7 @@ public:
     const unsigned depth;
     const ino_t ino;
     std::shared_ptr<source> watch;  // null for a v2 hierarchy root (it has no counters)
+    source_ref src;                 // how its events name it
     inotify_service::registration dir_reg;
     bool dir_watched = false;
 
@@ -108,6 +109,7 @@ public:
     // Watches the root and everything below it that exists now.
     error_code start(const std::string& root, bool root_has_counters) {
         std::lock_guard lk(m_);
+        root_dir_ = root;
         starting_ = true;
         auto ec = add_node_locked(root, 0, /*from_zero=*/false, /*is_root=*/true, root_has_counters);
         starting_ = false;
@@ -137,6 +139,7 @@ public:
         for (auto& n : retired) stop_node(n);
         std::lock_guard lk(m_);
         if (pass_timer_) pass_timer_->cancel();
+        if (end_timer_) end_timer_->cancel();
     }
 
     std::size_t size() const {
@@ -190,6 +193,7 @@ private:
         auto node = std::make_shared<tree_node>(weak_from_this(), dir, depth, st.st_ino);
         source_ref src = is_root ? state_->root()
                                  : std::make_shared<event_source_info>(event_source_info{dir, version_, event_origin::here});
+        node->src = src;
         if (!is_root) state_->publish_created(src, {});
 
         if (has_counters) {
@@ -200,6 +204,8 @@ private:
                 for (std::size_t i = 0; i < event_kind_count; ++i)
                     if (d.by_kind[i]) counts->reported[i].fetch_add(d.by_kind[i], std::memory_order_relaxed);
             };
+            // The root's removal ends the tree: the tree says it, after its descendants'.
+            role.report_removed = !is_root;
             role.on_end = [w = weak_from_this(), ex = ex_, raw = node.get(), counts = node->counts] {
                 counts->ended = true;
                 // Posted: the watch calls this with its own lock held.
@@ -296,6 +302,10 @@ private:
         {
             std::lock_guard lk(m_);
             if (closed_) return;
+            if (auto r = nodes_.find(root_dir_); r != nodes_.end() && r->second.get() == which) {
+                root_ended_locked();
+                return;
+            }
             for (auto it = nodes_.begin(); it != nodes_.end(); ++it)
                 if (it->second.get() == which) {
                     gone = it->second;
@@ -313,6 +323,10 @@ private:
         if (!gone) return;
         std::lock_guard lk(m_);
         if (closed_) return;
+        if (root_gone_) {
+            finish_if_empty_locked();
+            return;
+        }
         // Its counts stay in its parent's memory.events: keep them in the parent's sum.
         const auto slash = gone->dir.rfind('/');
         if (slash == std::string::npos) return;
@@ -321,6 +335,56 @@ private:
         for (std::size_t i = 0; i < event_kind_count; ++i)
             it->second->gone[i] += gone->counts->reported[i].load(std::memory_order_relaxed) + gone->gone[i];
         request_reconcile_locked(it->second);
+    }
+
+    // The root is gone, so is everything below it (rmdir needs an empty cgroup): the
+    // descendants' own watches report their removals (v1: once their removal signal is
+    // in), then the tree reports the root's, last. Bounded: what has not ended by then
+    // is reported removed by the tree.
+    static constexpr std::chrono::milliseconds root_end_bound{11'000};
+
+    // With m_ held.
+    void root_ended_locked() {
+        root_gone_ = true;
+        if (finish_if_empty_locked()) return;
+        if (!pass_timer_) pass_timer_ = std::make_unique<asio::steady_timer>(ex_);
+        end_timer_ = std::make_unique<asio::steady_timer>(ex_);
+        end_timer_->expires_after(root_end_bound);
+        end_timer_->async_wait([w = weak_from_this()](error_code ec) {
+            auto t = w.lock();
+            if (ec || !t) return;
+            std::lock_guard lk(t->m_);
+            if (t->closed_) return;
+            for (auto& [d, n] : t->nodes_)
+                if (d != t->root_dir_) {
+                    OOMWATCH_LOG(warning) << d << ": no removal seen " << root_end_bound.count()
+                                          << " ms after its ancestor's; reported removed";
+                    t->state_->publish_removed(t->src_of(*n), clock::now());
+                }
+            t->finish_locked();
+        });
+    }
+
+    // With m_ held.
+    bool finish_if_empty_locked() {
+        for (auto& [d, n_] : nodes_)
+            if (d != root_dir_) return false;
+        finish_locked();
+        return true;
+    }
+
+    // With m_ held.
+    void finish_locked() {
+        if (end_timer_) end_timer_->cancel();
+        state_->publish_removed();  // the tree's last event
+        // Nothing is left to watch: release the watches (not here: m_ is held).
+        asio::post(ex_, [w = weak_from_this()] {
+            if (auto t = w.lock()) t->stop();
+        });
+    }
+
+    source_ref src_of(const tree_node& n) const {
+        return n.src ? n.src : std::make_shared<event_source_info>(event_source_info{n.dir, version_, event_origin::here});
     }
 
     // Reconciliation (v2): the kills of descendants removed before the tree could read
@@ -415,6 +479,9 @@ private:
     std::unordered_map<std::string, std::shared_ptr<tree_node>> nodes_;
     std::vector<std::shared_ptr<tree_node>> retired_;  // replaced by a namesake; ending
     std::unique_ptr<asio::steady_timer> pass_timer_;  // the next reconciliation round
+    std::unique_ptr<asio::steady_timer> end_timer_;   // bounds the wait for descendants after the root went
+    std::string root_dir_;
+    bool root_gone_ = false;
     bool pass_armed_ = false;
     bool starting_ = false;
     bool closed_ = false;

@@ -74,7 +74,7 @@ public:
     v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, const std::shared_ptr<watcher_state>& sink,
              node_role role)
         : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), probe_(ex), settle_(ex),
-          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)),
+          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)), report_removed_(role.report_removed),
           from_zero_(role.from_zero) {}
 
     error_code start(memory_counters& baseline) {
@@ -325,7 +325,7 @@ private:
             sink->publish(src_, d, c);
         }
         OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
-        sink->publish_removed(src_, clock::now(), last_);
+        if (report_removed_) sink->publish_removed(src_, clock::now(), last_);
         shut_down();
         if (on_end_) on_end_();
     }
@@ -376,6 +376,7 @@ private:
     std::weak_ptr<watcher_state> sink_;
     const source_ref src_;
     const std::function<void()> on_end_;
+    const bool report_removed_;
     const bool from_zero_;
     std::uint64_t value_ = 0;
     std::uint64_t ooms_ = 0;  // v1 keeps no OOM counter: ours, since the watch started

@@ -36,7 +36,7 @@ public:
         : svc_(svc),
           dir_(dir.native()),
           file_(dir_ + (opts.counters == watch_options::scope::local ? "/memory.events.local" : "/memory.events")),
-          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)),
+          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)), report_removed_(role.report_removed),
           on_published_(std::move(role.on_published)),
           from_zero_(role.from_zero) {}
 
@@ -224,7 +224,7 @@ private:
         OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
         done_ = true;
         unregister();
-        sink.publish_removed(src_, clock::now(), last_);
+        if (report_removed_) sink.publish_removed(src_, clock::now(), last_);
         if (on_end_) on_end_();
     }
 
@@ -267,6 +267,7 @@ private:
     std::weak_ptr<watcher_state> sink_;
     const source_ref src_;
     const std::function<void()> on_end_;
+    const bool report_removed_;
     const std::function<void(const counter_delta&)> on_published_;
     const bool from_zero_;
     std::mutex m_;  // called from the service's strand and from the owner's thread

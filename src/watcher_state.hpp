@@ -127,6 +127,7 @@ struct node_role {
     source_ref src;                // the cgroup as events name it; empty: the state's root
     bool from_zero = false;        // made after the tree started: report its counters from zero
     std::function<void()> on_end;  // called once the cgroup is removed (after `removed`)
+    bool report_removed = true;    // false: the owner publishes the removal (a tree's root)
     // Called with every delta found (all kinds, before the state filters them), with the
     // source's lock held: it must not block or take locks.
     std::function<void(const counter_delta&)> on_published;

@@ -99,6 +99,33 @@ BOOST_FIXTURE_TEST_CASE(kills_in_a_changing_tree_are_reported_once_at_their_cgro
     BOOST_TEST(!tw.is_open());
 }
 
+// A tree taken down at once (children, then the root, as fast as rmdir goes): every
+// child's `removed` comes, and the root's comes last. (v1 reports a removal 10 to 40 ms
+// after rmdir, so the root's own could come first.)
+BOOST_FIXTURE_TEST_CASE(a_tree_removed_at_once_reports_every_removal_root_last, tree_fixture) {
+    const fs::path root = cg->path();
+    std::vector<scratch::scratch_cgroup> kids;
+    for (int i = 0; i < 12; ++i) kids.push_back(child("k" + std::to_string(i), 0));
+    tree_watcher tw(ctx, root);
+    BOOST_TEST_REQUIRE(tw.size() == 13u);
+    std::vector<oom_event> seen;
+    auto sub = tw.subscribe([&](const oom_event& ev) { seen.push_back(ev); });
+    for (auto& k : kids) BOOST_TEST_REQUIRE(!k.remove());
+    BOOST_TEST_REQUIRE(!cg->remove());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return !seen.empty() && seen.back().kind == event_kind::removed && seen.back().cgroup == root;
+    }, 20s));
+    run_ready(ctx);
+    std::size_t removed = 0;
+    for (std::size_t i = 0; i + 1 < seen.size(); ++i) {
+        BOOST_TEST(seen[i].cgroup != root, "an event of the root before its last");
+        removed += seen[i].kind == event_kind::removed;
+    }
+    BOOST_TEST(removed == 12u);
+    BOOST_TEST(seen.back().kind == event_kind::removed);
+    BOOST_TEST(!tw.is_open());
+}
+
 // Cgroups that live for milliseconds: made, OOM-killed and removed in a tight loop. On v2
 // every kill is still reported exactly once: read at its cgroup, or found in the root's
 // hierarchical counters and reported there as from a removed descendant; the sum equals
