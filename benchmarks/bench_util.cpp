@@ -128,6 +128,26 @@ switch_count other_threads_switches() {
     return c;
 }
 
+std::size_t inotify_watches() {
+    DIR* d = ::opendir("/proc/self/fd");
+    if (!d) return 0;
+    std::size_t n = 0;
+    char path[320], link[64];
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        std::snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        auto len = ::readlink(path, link, sizeof link - 1);
+        if (len <= 0) continue;
+        if (std::string_view(link, static_cast<std::size_t>(len)) != "anon_inode:inotify") continue;
+        std::snprintf(path, sizeof path, "/proc/self/fdinfo/%s", e->d_name);
+        auto text = read_text(path);
+        if (!text) continue;
+        for (std::size_t pos = 0; (pos = text->find("inotify wd:", pos)) != std::string::npos; pos += 11) ++n;
+    }
+    ::closedir(d);
+    return n;
+}
+
 std::size_t fd_limit() {
     rlimit rl{};
     ::getrlimit(RLIMIT_NOFILE, &rl);

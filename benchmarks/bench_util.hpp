@@ -44,6 +44,9 @@ struct switch_count {
 switch_count other_threads_switches();
 /// RLIMIT_NOFILE (soft).
 std::size_t fd_limit();
+/// Kernel inotify watches held by this process: "inotify wd:" lines in the fdinfo of
+/// each of its inotify descriptors.
+std::size_t inotify_watches();
 
 // ---- statistics ---------------------------------------------------------------------
 

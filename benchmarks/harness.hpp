@@ -48,6 +48,12 @@ struct sizes {
     std::vector<unsigned> tp_threads{1, 2};
     // parsers
     double parser_min_time = 0.2;
+    // tree (tree_watcher and the tree floor; fake v2 cgroups, root + children x grandchildren)
+    std::vector<std::size_t> tree_n{100, 1000, 10000};
+    std::vector<std::size_t> tree_churn_n{100, 1000, 10000};  // the trees the churn runs in (under the root)
+    double tree_churn_seconds = 3;     // per contender and tree
+    std::size_t tree_churn_cycles = 0; // a fixed number of cycles instead (0: run for the time)
+    unsigned tree_churn_lanes = 8;     // cycles in flight at once
 };
 sizes sizes_for(size_mode m);
 
@@ -111,9 +117,26 @@ json::object run_latency_v1(run_context& rc);
 json::object run_throughput(run_context& rc);
 json::object run_scale(run_context& rc);
 json::object run_parsers(run_context& rc);
+json::object run_tree(run_context& rc);
 
 /// `oomwatch_bench --worker scale ...`: one scale measurement in a fresh process.
 int scale_worker_main(int argc, char** argv);
+/// `oomwatch_bench --worker tree ...`: one tree measurement (scale or churn) in a fresh process.
+int tree_worker_main(int argc, char** argv);
+
+// ---- worker processes (scale.cpp) ----
+
+/// Runs `oomwatch_bench --worker KIND ARGS...` and parses the JSON object it prints.
+struct worker_result {
+    json::object o;
+    std::string failure;  // the worker itself failed (crash, timeout, garbage)
+};
+worker_result run_worker(const run_context& rc, const std::string& kind, const std::vector<std::string>& args,
+                         int timeout_s);
+/// In a worker: prints `o` and exits at once (no destructors).
+[[noreturn]] void worker_exit(const json::object& o);
+/// Bytes malloc has handed out and not taken back (mallinfo2: all arenas, mmapped chunks).
+std::size_t heap_bytes();
 
 /// Prints the tables (ratios first) from the results.
 void print_report(const json::object& results, std::ostream& out);

@@ -4,7 +4,7 @@
 //   oomwatch_bench --full          the full sizes
 //   oomwatch_bench --smoke         tiny sizes, checks exact counts only (CI)
 //   oomwatch_bench --json FILE     also writes the results as JSON
-//   oomwatch_bench --only latency,latency-v1,throughput,scale,parsers
+//   oomwatch_bench --only latency,latency-v1,throughput,scale,tree,parsers
 //
 // The process forks at start: the child runs the benchmarks, the parent waits and then
 // cleans up whatever the child could not (it died, was killed, or was interrupted):
@@ -45,9 +45,18 @@ const fs::path inotify_instances = "/proc/sys/fs/inotify/max_user_instances";
 void setup_logging() {
     namespace logging = boost::log;
     namespace expr = logging::expressions;
-    // Only the library's warnings and errors, on stderr; without a sink Boost.Log would
-    // print every record on stdout.
-    logging::core::get()->set_filter(expr::attr<oomwatch::log_severity>("Severity") >= oomwatch::log_severity::warning);
+    // The library's warnings and errors, on stderr (OOMWATCH_BENCH_LOG=trace|debug|info
+    // for more, to diagnose); without a sink Boost.Log would print every record on stdout.
+    // The library emits nothing unless asked.
+    auto min = oomwatch::log_severity::warning;
+    if (const char* e = std::getenv("OOMWATCH_BENCH_LOG")) {
+        const std::string_view v = e;
+        if (v == "trace") min = oomwatch::log_severity::trace;
+        else if (v == "debug") min = oomwatch::log_severity::debug;
+        else if (v == "info") min = oomwatch::log_severity::info;
+    }
+    oomwatch::enable_logging(min);
+    logging::core::get()->set_filter(expr::attr<oomwatch::log_severity>("Severity") >= min);
     logging::add_console_log(std::clog, logging::keywords::format = expr::stream
                                                                     << "oomwatch[" << expr::attr<oomwatch::log_severity>("Severity")
                                                                     << "]: " << expr::smessage);
@@ -59,11 +68,11 @@ struct options {
     std::set<std::string> only;
 };
 
-const std::set<std::string> all_sections{"parsers", "latency", "latency-v1", "throughput", "scale"};
+const std::set<std::string> all_sections{"parsers", "latency", "latency-v1", "throughput", "scale", "tree"};
 
 int usage(std::ostream& os, int code) {
     os << "usage: oomwatch_bench [--smoke|--quick|--full] [--json FILE] [--only SECTION,...]\n"
-          "  sections: parsers, latency (v2), latency-v1, throughput, scale\n"
+          "  sections: parsers, latency (v2), latency-v1, throughput, scale, tree\n"
           "  --smoke: tiny sizes; checks the exact counts only, never the times (CI)\n"
           "  v1 parts need root and a cgroup v1 memory hierarchy; without them they are\n"
           "  skipped, unless OOMWATCH_REQUIRE_KERNEL=1, which makes that a failure.\n";
@@ -175,6 +184,7 @@ int orchestrate(const options& opt, run_context& rc) {
     section("latency_v1", "latency-v1", run_latency_v1);
     section("throughput", "throughput", run_throughput);
     section("scale", "scale", run_scale);
+    section("tree", "tree", run_tree);
 
     results["seconds"] = static_cast<double>(now_ns() - t0) / 1e9;
     results["loadavg_end"] = loadavg();
@@ -217,6 +227,8 @@ int main(int argc, char** argv) {
     setup_logging();
     if (argc >= 3 && std::string_view(argv[1]) == "--worker" && std::string_view(argv[2]) == "scale")
         return scale_worker_main(argc, argv);
+    if (argc >= 3 && std::string_view(argv[1]) == "--worker" && std::string_view(argv[2]) == "tree")
+        return tree_worker_main(argc, argv);
     auto opt = parse_options(argc, argv);
     if (!opt) return usage(std::cerr, 2);
 

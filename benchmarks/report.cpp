@@ -31,6 +31,11 @@ sizes sizes_for(size_mode m) {
         s.tp_subscribers = {1, 4};
         s.tp_threads = {1, 2};
         s.parser_min_time = 0.01;
+        s.tree_n = {10};
+        s.tree_churn_n = {10};
+        s.tree_churn_seconds = 10;  // a bound only: the cycles decide
+        s.tree_churn_cycles = 50;
+        s.tree_churn_lanes = 1;  // one at a time: no overlap, so the smoke cannot trip the kernel race (README)
         break;
     case size_mode::quick:
         s.name = "quick";
@@ -44,6 +49,7 @@ sizes sizes_for(size_mode m) {
         s.tp_seconds = 3;
         s.tp_slices = 10;
         s.parser_min_time = 1;
+        s.tree_churn_seconds = 15;
         break;
     }
     if (m == size_mode::quick) {
@@ -374,6 +380,121 @@ void print_scale(const json::object& r, std::ostream& os) {
     print_scale_version(S, "v1", os);
 }
 
+const json::object* tree_row(const json::object& per, std::string_view who) {
+    for (auto& rv : per.at("contenders").as_array())
+        if (auto& o = rv.as_object(); o.at("contender").as_string() == who && !o.contains("error")) return &o;
+    return nullptr;
+}
+
+std::string exact_cell(const json::object& o) {
+    auto* ex = o.if_contains("exact");
+    if (!ex || !ex->is_bool()) return "n/a";
+    if (ex->as_bool()) return "yes";
+    std::string why = "NO";
+    if (auto* m = o.if_contains("mismatched_cgroups"); m && num(m) > 0) why += " (" + str(m) + " cgroups off)";
+    if (auto* m = o.if_contains("mismatched_cycles"); m && num(m) > 0) why += " (" + str(m) + " cycles off)";
+    if (auto* m = o.if_contains("churn_error")) why += " (" + str(m) + ")";
+    if (auto* m = o.if_contains("stray_events"); m && num(m) > 0) why += " (" + str(m) + " stray events)";
+    return why;
+}
+
+void print_tree(const json::object& r, std::ostream& os) {
+    auto* t = path_of(r, {"tree"});
+    if (!t) return;
+    auto& T = t->as_object();
+    if (auto* e = T.if_contains("error")) {
+        os << "\n== Tree ==\n  error: " << str(e) << '\n';
+        return;
+    }
+    os << "\n== Tree: tree_watcher against the tree floor, fake cgroup v2 trees on tmpfs: each contender alone in a fresh"
+          " process, idle "
+       << fmt(num(T.if_contains("idle_seconds"))) << " s ==\n"
+       << "   N cgroups below the root (root + children x (1 + grandchildren each)); per cgroup = per watched cgroup (N + 1)\n"
+       << "   floor: raw inotify + epoll, the same discovery (each directory watched, then listed; each memory.events.local\n"
+       << "   watched for IN_MODIFY). mem: RSS growth / cgroup with the thread and consumer running; heap: malloc's count\n"
+       << "   (mallinfo2) / cgroup; watches: the kernel's inotify watches; arm: until the whole tree is watched\n";
+    table tb({"N", "shape", "contender", "fds/floor", "mem/floor", "heap/floor", "arm/floor", "cpu/floor", "|", "fds", "watches",
+              "B/cgroup", "heap B/cgroup", "arm ms", "idle cpu ms", "wake/10s", "load", "exact"});
+    if (auto* sc = T.if_contains("scale"); sc && sc->is_array()) {
+        for (auto& pv : sc->as_array()) {
+            auto& P = pv.as_object();
+            auto* fl = tree_row(P, "floor");
+            for (auto& rv : P.at("contenders").as_array()) {
+                auto& o = rv.as_object();
+                std::string n = str(&P.at("n")), shape = str(P.if_contains("shape")), name = str(&o.at("contender"));
+                if (auto* e = o.if_contains("error")) {
+                    tb.row({n, shape, name, "|", span("error: " + str(e))});
+                    continue;
+                }
+                tb.row({n, shape, name, ratio(o.if_contains("fds"), field(fl, "fds")),
+                        ratio(o.if_contains("bytes_per_cgroup"), field(fl, "bytes_per_cgroup")),
+                        ratio(o.if_contains("heap_bytes_per_cgroup"), field(fl, "heap_bytes_per_cgroup")),
+                        ratio(o.if_contains("arm_ms"), field(fl, "arm_ms")), ratio(o.if_contains("idle_cpu_ms"), field(fl, "idle_cpu_ms")),
+                        "|", str(o.if_contains("fds")), str(o.if_contains("inotify_watches")),
+                        fixed(num(o.if_contains("bytes_per_cgroup")), 0), fixed(num(o.if_contains("heap_bytes_per_cgroup")), 0),
+                        fmt(num(o.if_contains("arm_ms"))), fmt(num(o.if_contains("idle_cpu_ms"))),
+                        fixed(num(o.if_contains("idle_wakeups_per_10s")), 1), str(o.if_contains("loadavg")), exact_cell(o)});
+            }
+        }
+    }
+    tb.print(os);
+    os << "   the watchers alone (armed, before the thread and consumer start), RSS / heap per cgroup:\n";
+    for (const char* who : {"floor", "oomwatch"}) {
+        std::string line;
+        if (auto* sc = T.if_contains("scale"); sc && sc->is_array())
+            for (auto& pv : sc->as_array())
+                if (auto* o = tree_row(pv.as_object(), who))
+                    line += "  N=" + str(&pv.as_object().at("n")) + ": " + fixed(num(o->if_contains("bytes_per_cgroup_armed")), 0) +
+                            " / " + fixed(num(o->if_contains("heap_bytes_per_cgroup_armed")), 0) + " B";
+        if (!line.empty()) os << "     " << pad(who, 9, false) << line << '\n';
+    }
+
+    auto* ch = T.if_contains("churn");
+    if (!ch || !ch->is_array() || ch->as_array().empty()) return;
+    os << "\n== Tree churn: create / kill / remove cycles under the tree's root, " << str(T.if_contains("churn_lanes"))
+       << " in flight, " << (num(T.if_contains("churn_cycles")) > 0 ? str(T.if_contains("churn_cycles")) + " cycles"
+                                                                     : fmt(num(T.if_contains("churn_seconds"))) + " s")
+       << " per contender and tree ==\n"
+       << "   a cycle: a cgroup renamed in (made in a staging directory) -> its `created` event -> a kill (memory.events.local,\n"
+       << "   then memory.events of it and the root) -> the oom_kill event -> renamed out -> the removed event. Each ack:\n"
+       << "   from the driver's action to the sink's timestamp. cpu: the contender's own thread per cycle (the driver, in\n"
+       << "   the same process, bounds the rate: about 12 file system calls per cycle). late rm: removals reported more\n"
+       << "   than 1 s late (their notification missed, found by the liveness sweep). lost: cycles whose created or\n"
+       << "   oom_kill event never came (2 s), or removed (7 s). exact: every cycle created, killed (oom and oom_kill) and\n"
+       << "   removed exactly once at its cgroup, nothing anywhere else\n";
+    table tc({"N", "contender", "rate/floor", "cpu/floor", "|", "cycles", "cycles/min", "cpu us/cycle", "created p50/p99 us",
+              "oom_kill p50/p99 us", "removed p50/p99 us", "late rm", "lost", "fds", "watches", "heap B/1k cycles", "load",
+              "exact"});
+    auto ack = [](const json::object& o, const char* k) {
+        auto* a = o.if_contains(k);
+        if (!a || !a->is_object()) return std::string("-");
+        return fmt(num(a->as_object().if_contains("p50_us"))) + " / " + fmt(num(a->as_object().if_contains("p99_us")));
+    };
+    for (auto& pv : ch->as_array()) {
+        auto& C = pv.as_object();
+        auto* fl = tree_row(C, "floor");
+        const std::string n = str(C.if_contains("n"));
+        for (auto& rv : C.at("contenders").as_array()) {
+            auto& o = rv.as_object();
+            std::string name = str(&o.at("contender"));
+            if (auto* e = o.if_contains("error")) {
+                tc.row({n, name, "|", span("error: " + str(e))});
+                continue;
+            }
+            tc.row({n, name, ratio(o.if_contains("cycles_per_min"), field(fl, "cycles_per_min")),
+                    ratio(o.if_contains("cpu_us_per_cycle"), field(fl, "cpu_us_per_cycle")), "|", str(o.if_contains("completed")),
+                    fixed(num(o.if_contains("cycles_per_min")), 0), fmt(num(o.if_contains("cpu_us_per_cycle"))),
+                    ack(o, "created_ack"), ack(o, "kill_ack"), ack(o, "removed_ack"), str(o.if_contains("late_removals")),
+                    str(o.if_contains("lost_cycles")),
+                    str(o.if_contains("fds_before")) + "->" + str(o.if_contains("fds_after")),
+                    str(o.if_contains("watches_before")) + "->" + str(o.if_contains("watches_after")),
+                    fixed(num(o.if_contains("heap_growth_bytes_per_1000_cycles")), 0), str(o.if_contains("loadavg")), exact_cell(o)});
+            if (auto* ld = o.if_contains("lost_detail")) tc.note("N=" + n + " " + name + ": lost " + str(ld));
+        }
+    }
+    tc.print(os);
+}
+
 void print_parsers(const json::object& r, std::ostream& os) {
     auto* p = path_of(r, {"parsers"});
     if (!p) return;
@@ -462,6 +583,72 @@ json::array evaluate_targets(const json::object& r) {
     } else {
         add("v2 scale targets (fds, memory, arming, idle wake-ups)", "not measured", "");
     }
+    // Tree (tree_watcher).
+    if (auto* sc = path_of(r, {"tree", "scale"}); sc && sc->is_array() && !sc->as_array().empty()) {
+        const json::object* tbig = nullptr;
+        const json::object* tbig_fl = nullptr;
+        const json::object* tsmall = nullptr;
+        std::string tfds_list;
+        bool tfds_constant = true;
+        double tfds_first = NAN;
+        for (auto& pv : sc->as_array()) {
+            auto* o = tree_row(pv.as_object(), "oomwatch");
+            if (!o) continue;
+            if (!tsmall) tsmall = o;
+            tbig = o;
+            tbig_fl = tree_row(pv.as_object(), "floor");
+            double f = num(o->if_contains("fds"));
+            if (std::isnan(tfds_first)) tfds_first = f;
+            if (f != tfds_first) tfds_constant = false;
+            tfds_list += (tfds_list.empty() ? "" : ", ") + str(o->if_contains("fds")) + " at N=" + str(o->if_contains("n"));
+        }
+        if (tbig) {
+            const std::string at = " at N=" + str(tbig->if_contains("n")) + " (" + str(tbig->if_contains("children")) + " x (1 + " +
+                                   str(tbig->if_contains("grandchildren")) + "))";
+            double arm = num(tbig->if_contains("arm_ms"));
+            add("tree: armed in under 0.3 s", arm < 300 ? "met" : "missed",
+                fmt(arm) + " ms" + at + ", " + ratio(tbig->if_contains("arm_ms"), field(tbig_fl, "arm_ms")) + " the floor's " +
+                    fmt(num(field(tbig_fl, "arm_ms"))) + " ms");
+            double mem = num(tbig->if_contains("bytes_per_cgroup"));
+            double heap = num(tbig->if_contains("heap_bytes_per_cgroup"));
+            add("tree: under 2 KiB of memory per watched cgroup", mem < 2048 && heap < 2048 ? "met" : "missed",
+                fixed(mem, 0) + " B RSS, " + fixed(heap, 0) + " B heap" + at + " (floor " +
+                    fixed(num(field(tbig_fl, "bytes_per_cgroup")), 0) + " / " + fixed(num(field(tbig_fl, "heap_bytes_per_cgroup")), 0) + " B)");
+            add("tree: a constant number of fds, not growing with N", tfds_constant ? "met" : "missed", tfds_list);
+            double w_big = num(tbig->if_contains("idle_wakeups_per_10s"));
+            double w_small = num(tsmall->if_contains("idle_wakeups_per_10s"));
+            double n_big = num(tbig->if_contains("n"));
+            bool per_cgroup = w_big > w_small + 4 || w_big >= n_big / 100;
+            add("tree: no periodic wake-up per cgroup while idle", per_cgroup ? "missed" : "met",
+                fixed(w_big, 1) + " wake-ups per 10 s" + at + " (" + fixed(w_small, 1) + " at N=" + str(tsmall->if_contains("n")) +
+                    "); idle CPU " + fmt(num(tbig->if_contains("idle_cpu_ms"))) + " ms in " + fmt(num(tbig->if_contains("idle_s"))) + " s");
+        }
+    }
+    if (auto* ch = path_of(r, {"tree", "churn"}); ch && ch->is_array() && !ch->as_array().empty()) {
+        auto& C = ch->as_array().back().as_object();
+        auto* o = tree_row(C, "oomwatch");
+        auto* fl = tree_row(C, "floor");
+        if (o) {
+            double rate = num(o->if_contains("cycles_per_min"));
+            bool exact = true;
+            std::string lost;
+            for (auto& pv : ch->as_array())
+                if (auto* oo = tree_row(pv.as_object(), "oomwatch")) {
+                    auto* ex = oo->if_contains("exact");
+                    if (!ex || !ex->is_bool() || !ex->as_bool()) {
+                        exact = false;
+                        lost += " N=" + str(pv.as_object().if_contains("n")) + ": " + str(oo->if_contains("lost_cycles")) + " lost of " +
+                                str(oo->if_contains("cycles")) + ";";
+                    }
+                }
+            add("tree churn: at least 1,000 create/kill/remove cycles per minute, every kill reported once at its cgroup",
+                rate >= 1000 && exact ? "met" : "missed",
+                fixed(rate, 0) + " cycles/min sustained over " + fmt(num(o->if_contains("seconds"))) + " s in N=" + str(C.if_contains("n")) +
+                    ", counts " + (exact ? "exact at every N" : "NOT exact (" + lost + ")") + "; " +
+                    ratio(o->if_contains("cycles_per_min"), field(fl, "cycles_per_min")) + " the floor's " +
+                    fixed(num(field(fl, "cycles_per_min")), 0));
+        }
+    }
     auto* fails = r.if_contains("failures");
     std::size_t nf = fails && fails->is_array() ? fails->as_array().size() : 0;
     add("delivered counts exact in every run (floor and oomwatch)", nf == 0 ? "met" : "missed",
@@ -486,6 +673,7 @@ void print_report(const json::object& r, std::ostream& os) {
     print_latency_v1(r, os);
     print_throughput(r, os);
     print_scale(r, os);
+    print_tree(r, os);
     print_parsers(r, os);
     if (auto* t = r.if_contains("targets")) {
         os << "\n== oomwatch against the issue's targets ==\n";

@@ -47,23 +47,6 @@ struct worker_args {
     bool probe = false;
 };
 
-// Bytes malloc has handed out and not taken back (all arenas, mmapped chunks included).
-std::size_t heap_bytes() {
-    auto m = ::mallinfo2();
-    return m.uordblks + m.hblkhd;
-}
-
-[[noreturn]] void worker_exit(const json::object& o) {
-    auto s = json::serialize(o);
-    std::fwrite(s.data(), 1, s.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
-    std::fflush(stderr);
-    // No destructors: the seed design's threads may be blocked for good; the process
-    // exit releases everything.
-    std::_Exit(0);
-}
-
 // v2: "kills" are rewrites of memory.events that add max, oom and oom_kill, like the
 // kernel does for each OOM kill.
 void v2_kills(const std::vector<fs::path>& dirs, const std::vector<std::size_t>& hit,
@@ -85,6 +68,23 @@ void v2_kills(const std::vector<fs::path>& dirs, const std::vector<std::size_t>&
 }
 
 } // namespace
+
+// Bytes malloc has handed out and not taken back (all arenas, mmapped chunks included).
+std::size_t heap_bytes() {
+    auto m = ::mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+
+void worker_exit(const json::object& o) {
+    auto s = json::serialize(o);
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    std::fflush(stderr);
+    // No destructors: the seed design's threads may be blocked for good; the process
+    // exit releases everything.
+    std::_Exit(0);
+}
 
 int scale_worker_main(int argc, char** argv) {
     worker_args a;
@@ -241,16 +241,10 @@ int scale_worker_main(int argc, char** argv) {
 
 // ---- the orchestrator ---------------------------------------------------------------
 
-namespace {
-
-struct worker_result {
-    json::object o;
-    std::string failure;  // the worker itself failed (crash, timeout, garbage)
-};
-
-worker_result run_worker(const run_context& rc, const std::vector<std::string>& args, int timeout_s) {
+worker_result run_worker(const run_context& rc, const std::string& kind, const std::vector<std::string>& args,
+                         int timeout_s) {
     worker_result r;
-    std::vector<std::string> full{rc.self_exe.string(), "--worker", "scale"};
+    std::vector<std::string> full{rc.self_exe.string(), "--worker", kind};
     full.insert(full.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& s : full) argv.push_back(s.data());
@@ -317,6 +311,8 @@ worker_result run_worker(const run_context& rc, const std::vector<std::string>& 
     return r;
 }
 
+namespace {
+
 /// Raises fs.inotify.max_user_instances and puts the old value back, on every path
 /// out (the supervisor process restores it too if this process dies).
 class inotify_limit_raise {
@@ -356,7 +352,7 @@ json::object one_run(run_context& rc, const std::string& which, cgroup_version v
                                   "--idle", std::to_string(rc.sz.idle_seconds),
                                   "--kills", std::to_string(rc.sz.scale_v1_kills), "--seed", std::to_string(n * 7 + 1)};
     if (probe) args.push_back("--probe");
-    auto r = run_worker(rc, args, 300);
+    auto r = run_worker(rc, "scale", args, 300);
     if (!r.failure.empty()) {
         rc.fail("scale " + std::string(v == cgroup_version::v1 ? "v1" : "v2") + " N=" + std::to_string(n) + " " + which +
                 ": worker " + r.failure);
