@@ -26,8 +26,11 @@ asio::execution_context::id inotify_service::id;
 namespace {
 constexpr std::uint32_t file_mask = IN_MODIFY;
 // IN_MOVED_FROM too: a renamed cgroup is no longer at the path being watched.
-// One mask for every directory watch (a later inotify_add_watch replaces the mask): a
-// watcher needs its name's removal, a tree also its subdirectories appearing.
+// One mask for every directory watch: a watcher needs its name's removal, a tree also
+// its subdirectories appearing. Always added with IN_MASK_ADD: re-adding a watch the
+// instance holds already without it (which replaces the mask) was measured to drop
+// events queued for that watch, with no overflow reported (about 1 in 3,000 renames
+// under churn in the benchmark; none in 600,000 with IN_MASK_ADD).
 constexpr std::uint32_t dir_mask = IN_DELETE | IN_MOVED_FROM | IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
 } // namespace
 
@@ -88,12 +91,12 @@ error_code inotify_service::add(const asio::any_io_executor& ex, const std::file
     if (auto ec = open_locked(ex)) return ec;
     const int ifd = fd_->native_handle();
     const bool file_known_before = [&] {
-        int wd = ::inotify_add_watch(ifd, file.c_str(), file_mask);
+        int wd = ::inotify_add_watch(ifd, file.c_str(), file_mask | IN_MASK_ADD);
         reg.file_wd = wd;
         return wd >= 0 && watches_.contains(wd);
     }();
     if (reg.file_wd < 0) return {errno, system_category()};
-    reg.dir_wd = ::inotify_add_watch(ifd, dir.parent_path().c_str(), dir_mask);
+    reg.dir_wd = ::inotify_add_watch(ifd, dir.parent_path().c_str(), dir_mask | IN_MASK_ADD);
     if (reg.dir_wd < 0) {
         error_code ec(errno, system_category());
         if (!file_known_before) ::inotify_rm_watch(ifd, reg.file_wd);
@@ -157,7 +160,7 @@ error_code inotify_service::add_dir(const asio::any_io_executor& ex, const std::
     if (shut_down_) return asio::error::shut_down;
     if (auto ec = open_locked(ex)) return ec;
     reg.file_wd = -1;
-    reg.dir_wd = ::inotify_add_watch(fd_->native_handle(), dir.c_str(), dir_mask);
+    reg.dir_wd = ::inotify_add_watch(fd_->native_handle(), dir.c_str(), dir_mask | IN_MASK_ADD);
     if (reg.dir_wd < 0) return {errno, system_category()};
     reg.key = next_key_++;
     auto& dw = watches_[reg.dir_wd];

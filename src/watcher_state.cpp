@@ -45,7 +45,10 @@ std::optional<oom_event> backlog::pop() {
             continue;
         }
         auto& sl = it->second;
-        for (std::size_t i = 0; i < event_kind_count; ++i) {
+        // `created` first: it announces the cgroup before its other events.
+        static constexpr std::size_t created = static_cast<std::size_t>(event_kind::created);
+        for (std::size_t j = 0; j < event_kind_count; ++j) {
+            const std::size_t i = j == 0 ? created : (j <= created ? j - 1 : j);
             if (sl.count[i] == 0) continue;
             oom_event ev;
             ev.cgroup = sl.src->cgroup;

@@ -167,12 +167,30 @@ BOOST_FIXTURE_TEST_CASE(created_depth_and_filter, fixture) {
     BOOST_TEST(log.count(skip, event_kind::oom_kill) == 0u);
     BOOST_TEST(log.count(deep, event_kind::oom_kill) == 0u);
     BOOST_TEST(log.count(skip, event_kind::created) == 0u);
-    // `created` comes before the cgroup's other events.
+    // `created` comes before the cgroup's other events, even when they are delivered
+    // together (a kill already in a cgroup made while nobody ran the tree).
     for (auto& ev : log.order)
         if (ev.cgroup == late) {
             BOOST_TEST(ev.kind == event_kind::created);
             break;
         }
+}
+
+// `created` comes first even when a consumer takes it and the cgroup's first kill from
+// the backlog together.
+BOOST_FIXTURE_TEST_CASE(created_comes_first_from_the_backlog, fixture) {
+    auto root = tree.make_cgroup("root");
+    tree_watcher tw(ctx, root, fake_tree_options(kind_set::defaults().insert(event_kind::created)));
+    auto quick = make_fake(root, "quick");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return tw.size() == 2u; }));  // nobody waits: it stays in the backlog
+    set_local(quick, with(0, 1));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(100));
+    tree_log log(tw);
+    log.arm();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(quick, event_kind::oom_kill) == 1; }));
+    BOOST_TEST_REQUIRE(!log.order.empty());
+    BOOST_TEST(log.order.front().kind == event_kind::created);
+    BOOST_TEST(log.order.front().cgroup == quick);
 }
 
 BOOST_FIXTURE_TEST_CASE(one_inotify_instance_for_the_tree_and_the_watchers, fixture) {
