@@ -347,7 +347,6 @@ private:
     void root_ended_locked() {
         root_gone_ = true;
         if (finish_if_empty_locked()) return;
-        if (!pass_timer_) pass_timer_ = std::make_unique<asio::steady_timer>(ex_);
         end_timer_ = std::make_unique<asio::steady_timer>(ex_);
         end_timer_->expires_after(root_end_bound);
         end_timer_->async_wait([w = weak_from_this()](error_code ec) {
@@ -359,7 +358,7 @@ private:
                 if (d != t->root_dir_) {
                     OOMWATCH_LOG(warning) << d << ": no removal seen " << root_end_bound.count()
                                           << " ms after its ancestor's; reported removed";
-                    t->state_->publish_removed(t->src_of(*n), clock::now());
+                    t->state_->publish_removed(n->src, clock::now());
                 }
             t->finish_locked();
         });
@@ -381,10 +380,6 @@ private:
         asio::post(ex_, [w = weak_from_this()] {
             if (auto t = w.lock()) t->stop();
         });
-    }
-
-    source_ref src_of(const tree_node& n) const {
-        return n.src ? n.src : std::make_shared<event_source_info>(event_source_info{n.dir, version_, event_origin::here});
     }
 
     // Reconciliation (v2): the kills of descendants removed before the tree could read
