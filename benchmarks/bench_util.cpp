@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -148,6 +149,15 @@ std::size_t inotify_watches() {
     return n;
 }
 
+double thread_cpu_seconds(const std::thread& t) {
+    if (!t.joinable()) return 0;
+    clockid_t cid{};
+    if (::pthread_getcpuclockid(const_cast<std::thread&>(t).native_handle(), &cid) != 0) return 0;
+    timespec ts{};
+    ::clock_gettime(cid, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 std::size_t fd_limit() {
     rlimit rl{};
     ::getrlimit(RLIMIT_NOFILE, &rl);
@@ -192,6 +202,25 @@ std::optional<std::string> read_text(const fs::path& p) {
     }
     ::close(fd);
     return out;
+}
+
+ssize_t read_into(const char* path, char* buf, std::size_t size) noexcept {
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    std::size_t got = 0;
+    for (;;) {
+        ssize_t n = ::read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int e = errno;
+            ::close(fd);
+            return -e;
+        }
+        got += static_cast<std::size_t>(n);
+        if (n == 0 || got == size) break;
+    }
+    ::close(fd);
+    return static_cast<ssize_t>(got);
 }
 
 int write_text(const char* path, std::string_view text) noexcept {
@@ -308,6 +337,18 @@ std::string events_text(const oomwatch::memory_counters& c) {
     return std::string(buf, events_text(c, buf, sizeof buf));
 }
 
+int write_counters(const char* path, const oomwatch::memory_counters& c) noexcept {
+    char buf[256];
+    return write_text(path, std::string_view(buf, events_text(c, buf, sizeof buf)));
+}
+
+void write_fake_counters(const std::string& dir, const oomwatch::memory_counters& c) {
+    for (const char* f : {"/memory.events", "/memory.events.local"}) {
+        auto p = dir + f;
+        if (int e = write_counters(p.c_str(), c)) throw std::system_error(e, std::generic_category(), p);
+    }
+}
+
 oomwatch::memory_counters initial_counters(std::size_t i) {
     oomwatch::memory_counters c;
     c.max = (i % 7) * 3;
@@ -327,28 +368,19 @@ fs::path tmpfs_base() {
     return fs::temp_directory_path();
 }
 
-fake_tree::fake_tree(fs::path base, std::size_t n) : base_(std::move(base)), parent_(base_ / "parent"), n_(n) {
-    fs::create_directories(parent_);
-    try {
-        for (std::size_t i = 0; i < n; ++i) {
-            auto d = dir(i);
-            fs::create_directory(d);
-            auto text = events_text(initial_counters(i));
-            for (const char* f : {"memory.events", "memory.events.local"}) {
-                auto p = d / f;
-                if (int e = write_text(p.c_str(), text)) throw std::system_error(e, std::generic_category(), p.string());
-            }
-        }
-    } catch (...) {
-        std::error_code ec;
-        fs::remove_all(base_, ec);
-        throw;
-    }
+scratch_dir::~scratch_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
 }
 
-fake_tree::~fake_tree() {
-    std::error_code ec;
-    fs::remove_all(base_, ec);
+// Should it throw, base_ (made first) removes what it made.
+fake_tree::fake_tree(fs::path base, std::size_t n) : base_(std::move(base)), parent_(base_.path() / "parent"), n_(n) {
+    fs::create_directories(parent_);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto d = dir(i);
+        fs::create_directory(d);
+        write_fake_counters(d.string(), initial_counters(i));
+    }
 }
 
 std::vector<fs::path> fake_tree::dirs() const {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace bench {
@@ -47,6 +48,8 @@ std::size_t fd_limit();
 /// Kernel inotify watches held by this process: "inotify wd:" lines in the fdinfo of
 /// each of its inotify descriptors.
 std::size_t inotify_watches();
+/// CPU time of thread `t` so far, in seconds (0 when it is not running).
+double thread_cpu_seconds(const std::thread& t);
 
 // ---- statistics ---------------------------------------------------------------------
 
@@ -61,6 +64,9 @@ summary summarize(std::vector<double>& v);
 
 /// Reads a whole (small) file; empty on failure.
 std::optional<std::string> read_text(const std::filesystem::path& p);
+/// Reads a small file into `buf` (no allocation: the floors' event path); the bytes
+/// read (up to `size`), or -errno.
+ssize_t read_into(const char* path, char* buf, std::size_t size) noexcept;
 /// open(O_WRONLY|O_TRUNC|O_CREAT) + one write + close; errno on failure, 0 on success.
 int write_text(const char* path, std::string_view text) noexcept;
 std::optional<long> read_long(const std::filesystem::path& p);
@@ -89,18 +95,38 @@ std::string events_text(const oomwatch::memory_counters& c);
 /// Same, into a caller's buffer (no allocation); returns the length.
 std::size_t events_text(const oomwatch::memory_counters& c, char* buf, std::size_t size) noexcept;
 
+/// Writes `c` to a memory.events(.local) file (one write, no allocation); errno or 0.
+int write_counters(const char* path, const oomwatch::memory_counters& c) noexcept;
+/// Writes `c` to `dir`/memory.events and `dir`/memory.events.local, the files of a fake
+/// cgroup v2; throws std::system_error naming the file that could not be written.
+void write_fake_counters(const std::string& dir, const oomwatch::memory_counters& c);
+
 /// The counters a fake cgroup starts with (some with kills before the watcher came).
 oomwatch::memory_counters initial_counters(std::size_t i);
 
 /// Directory name of fake or real bench cgroup number i ("c00042").
 std::string cgroup_name(std::size_t i);
 
+/// A folder the bench builds fake cgroups in: removed, with everything below it, by the
+/// destructor. As the first member of a fake tree, it also removes what the tree's
+/// constructor made before it threw.
+class scratch_dir {
+public:
+    explicit scratch_dir(std::filesystem::path p) : path_(std::move(p)) {}
+    ~scratch_dir();
+    scratch_dir(const scratch_dir&) = delete;
+    scratch_dir& operator=(const scratch_dir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
 /// `<base>/parent/c00000 ...`: fake cgroup v2 folders with memory.events and
 /// memory.events.local. Removed by the destructor.
 class fake_tree {
 public:
     fake_tree(std::filesystem::path base, std::size_t n);
-    ~fake_tree();
     fake_tree(const fake_tree&) = delete;
     fake_tree& operator=(const fake_tree&) = delete;
 
@@ -110,7 +136,7 @@ public:
     std::vector<std::filesystem::path> dirs() const;
 
 private:
-    std::filesystem::path base_;
+    scratch_dir base_;
     std::filesystem::path parent_;
     std::size_t n_;
 };

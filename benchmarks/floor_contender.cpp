@@ -35,29 +35,6 @@ constexpr std::uint64_t tag_stop = ~std::uint64_t{0};
 constexpr std::int64_t settle_poll_ns = 100'000;          // 100 us
 constexpr std::int64_t settle_limit_ns = 1'000'000'000;   // give up on a kill after 1 s
 
-// Reads a small file into buf; returns bytes read, -errno on failure.
-ssize_t read_into(const char* path, char* buf, std::size_t size) noexcept {
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    std::size_t got = 0;
-    for (;;) {
-        ssize_t n = ::read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int e = errno;
-            ::close(fd);
-            return -e;
-        }
-        if (n == 0 || got + static_cast<std::size_t>(n) == size) {
-            got += static_cast<std::size_t>(n);
-            break;
-        }
-        got += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    return static_cast<ssize_t>(got);
-}
-
 class floor_contender final : public contender {
 public:
     explicit floor_contender(const contender_options& o) : o_(o) {}

@@ -93,50 +93,32 @@ std::vector<std::string> tree_paths(const std::string& root, const tree_shape& s
     return v;
 }
 
-int write_counters(const char* path, const oomwatch::memory_counters& c) noexcept {
-    char buf[256];
-    return write_text(path, std::string_view(buf, events_text(c, buf, sizeof buf)));
-}
-
 /// `<base>/root` (the tree), `<base>/stage` and `<base>/trash` (for the churn), on
-/// tmpfs; removed by the destructor.
+/// tmpfs; removed by the destructor (by base_, made first: also when the constructor
+/// throws).
 class fake_cgroup_tree {
 public:
     fake_cgroup_tree(fs::path base, std::size_t n) : base_(std::move(base)), shape_(shape_for(n)) {
-        fs::create_directories(base_ / "stage");
-        fs::create_directories(base_ / "trash");
-        fs::create_directories(base_ / "root");
+        fs::create_directories(stage());
+        fs::create_directories(trash());
+        fs::create_directories(base_.path() / "root");
         // As the contenders see it: oomwatch resolves the root's path.
-        root_ = fs::canonical(base_ / "root").string();
+        root_ = fs::canonical(base_.path() / "root").string();
         paths_ = tree_paths(root_, shape_);
-        try {
-            for (std::size_t i = 1; i < paths_.size(); ++i) fs::create_directory(paths_[i]);
-            reset_counters();
-        } catch (...) {
-            std::error_code ec;
-            fs::remove_all(base_, ec);
-            throw;
-        }
-    }
-    ~fake_cgroup_tree() {
-        std::error_code ec;
-        fs::remove_all(base_, ec);
+        for (std::size_t i = 1; i < paths_.size(); ++i) fs::create_directory(paths_[i]);
+        reset_counters();
     }
     fake_cgroup_tree(const fake_cgroup_tree&) = delete;
     fake_cgroup_tree& operator=(const fake_cgroup_tree&) = delete;
 
     /// Every cgroup's counters as they were before any run (a run's kills change them).
     void reset_counters() const {
-        for (std::size_t i = 0; i < paths_.size(); ++i)
-            for (const char* f : {"/memory.events", "/memory.events.local"}) {
-                auto p = paths_[i] + f;
-                if (int e = write_counters(p.c_str(), initial_counters(i))) throw std::system_error(e, std::generic_category(), p);
-            }
+        for (std::size_t i = 0; i < paths_.size(); ++i) write_fake_counters(paths_[i], initial_counters(i));
     }
 
     const std::string& root() const { return root_; }
-    fs::path stage() const { return base_ / "stage"; }
-    fs::path trash() const { return base_ / "trash"; }
+    fs::path stage() const { return base_.path() / "stage"; }
+    fs::path trash() const { return base_.path() / "trash"; }
     const tree_shape& shape() const { return shape_; }
 
     /// Removes what a churn run left (after a failure): cycles' cgroups under the root,
@@ -149,7 +131,7 @@ public:
     }
 
 private:
-    fs::path base_;
+    scratch_dir base_;
     tree_shape shape_;
     std::string root_;
     std::vector<std::string> paths_;

@@ -28,7 +28,6 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -48,26 +47,6 @@ constexpr std::uint32_t dir_mask = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MO
 constexpr std::uint64_t tag_inotify = 1;
 constexpr std::uint64_t tag_stop = 2;
 constexpr std::string_view counters_name = "/memory.events.local";
-
-// Reads a small file into buf; bytes read, or -errno.
-ssize_t read_into(const char* path, char* buf, std::size_t size) noexcept {
-    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    std::size_t got = 0;
-    for (;;) {
-        ssize_t n = ::read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int e = errno;
-            ::close(fd);
-            return -e;
-        }
-        got += static_cast<std::size_t>(n);
-        if (n == 0 || got == size) break;
-    }
-    ::close(fd);
-    return static_cast<ssize_t>(got);
-}
 
 // "a" + "/" + "b" into a buffer; false when it does not fit.
 bool join(char (&out)[PATH_MAX], std::string_view a, std::string_view b, bool slash) noexcept {
@@ -140,14 +119,7 @@ public:
 
     std::size_t watched() const override { return count_.load(); }
 
-    double thread_cpu_seconds() const override {
-        if (!th_.joinable()) return 0;
-        clockid_t cid{};
-        if (::pthread_getcpuclockid(const_cast<std::thread&>(th_).native_handle(), &cid) != 0) return 0;
-        timespec ts{};
-        ::clock_gettime(cid, &ts);
-        return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-    }
+    double thread_cpu_seconds() const override { return bench::thread_cpu_seconds(th_); }
 
 private:
     struct node {

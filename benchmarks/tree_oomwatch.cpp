@@ -11,7 +11,6 @@
 #include <boost/asio/io_context.hpp>
 
 #include <pthread.h>
-#include <time.h>
 
 #include <optional>
 #include <thread>
@@ -70,14 +69,7 @@ public:
 
     std::size_t watched() const override { return tw_ ? tw_->size() : 0; }
 
-    double thread_cpu_seconds() const override {
-        if (!th_.joinable()) return 0;
-        clockid_t cid{};
-        if (::pthread_getcpuclockid(const_cast<std::thread&>(th_).native_handle(), &cid) != 0) return 0;
-        timespec ts{};
-        ::clock_gettime(cid, &ts);
-        return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-    }
+    double thread_cpu_seconds() const override { return bench::thread_cpu_seconds(th_); }
 
 private:
     asio::awaitable<void> consume() {

@@ -6,6 +6,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +89,74 @@ std::string read_text(const std::filesystem::path& p) {
     std::stringstream text;
     text << in.rdbuf();
     return text.str();
+}
+
+// ---- sysctls ------------------------------------------------------------------------------
+
+sysctl_guard::sysctl_guard(const char* knob, std::uint64_t value) : knob_(knob) {
+    std::ifstream(knob_) >> old_;
+    BOOST_TEST_REQUIRE(!old_.empty(), "cannot read " << knob_);
+    start_guardian();
+    set(value);
+}
+
+void sysctl_guard::set(std::uint64_t value) {
+    std::ofstream out(knob_);
+    out << value;
+    out.flush();
+    BOOST_TEST_REQUIRE(out.good(), "cannot write " << value << " to " << knob_);
+    BOOST_TEST_REQUIRE(read_text(knob_) == std::to_string(value) + "\n");
+}
+
+void sysctl_guard::restore() {
+    if (restored_) return;
+    restored_ = true;
+    std::ofstream(knob_) << old_;
+    if (guardian_ > 0) {
+        ::close(pipe_wr_);  // EOF: the guardian writes the old value too, and exits
+        int st;
+        while (::waitpid(guardian_, &st, 0) < 0 && errno == EINTR) {}
+    }
+}
+
+void sysctl_guard::start_guardian() {
+    // Everything the child needs is made before fork (no allocation after it).
+    const std::string knob = knob_;
+    const std::string value = old_ + "\n";
+    int fds[2];
+    BOOST_TEST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        // Survive the signals that end a test run, not the run's own death.
+        ::signal(SIGINT, SIG_IGN);
+        ::signal(SIGTERM, SIG_IGN);
+        ::signal(SIGHUP, SIG_IGN);
+        ::signal(SIGUSR1, SIG_IGN);
+        const int rd = fds[0];
+        // Hold no descriptor of the test (an inotify instance or a watch must not
+        // outlive the test because of this process).
+        if (rd > 3) ::syscall(SYS_close_range, 3, rd - 1, 0);
+        ::syscall(SYS_close_range, rd + 1, ~0U, 0);
+        // Only EOF (the test process closed its end, or died) ends the wait.
+        for (;;) {
+            char c;
+            ssize_t n = ::read(rd, &c, 1);
+            if (n == 0 || (n < 0 && errno != EINTR)) break;
+        }
+        int fd = ::open(knob.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!::write(fd, value.data(), value.size());
+            ::close(fd);
+        }
+        ::_exit(0);
+    }
+    ::close(fds[0]);
+    if (pid < 0) {
+        ::close(fds[1]);
+        BOOST_TEST_REQUIRE(pid > 0, "fork: errno " << errno);
+    }
+    guardian_ = pid;
+    pipe_wr_ = fds[1];
 }
 
 // ---- the library's log --------------------------------------------------------------------

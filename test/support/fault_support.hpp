@@ -1,5 +1,6 @@
 // Helpers for the fault-injection tests (test/unit/fault_test.cpp on fake cgroups,
-// test/kernel/fault_test.cpp on real ones): descriptors and RLIMIT_NOFILE, the library's
+// test/kernel/fault_test.cpp on real ones): descriptors and RLIMIT_NOFILE, sysctls (the
+// inotify limits; the watcher tests shrink max_queued_events with it too), the library's
 // log, and a storm of signals that interrupt system calls. Everything they change is
 // undone on destruction, even when the test fails.
 #pragma once
@@ -14,10 +15,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -115,6 +118,36 @@ private:
 
 /// The whole content of a file (empty when it cannot be read).
 std::string read_text(const std::filesystem::path& p);
+
+// ---- sysctls ------------------------------------------------------------------------------
+
+/// Sets a sysctl (a /proc/sys file) for a scope and restores it, even when the test fails,
+/// and even when this process dies: a guardian process (forked when the value is first
+/// changed) writes the old value back as soon as this process is gone. The inotify
+/// limits are per user, so every root process on the machine shares them while the
+/// window is open: keep it short.
+class sysctl_guard {
+public:
+    sysctl_guard(const char* knob, std::uint64_t value);
+    sysctl_guard(const sysctl_guard&) = delete;
+    sysctl_guard& operator=(const sysctl_guard&) = delete;
+    ~sysctl_guard() { restore(); }
+
+    /// Writes `value` and requires that the knob reads it back.
+    void set(std::uint64_t value);
+    const std::string& old_value() const { return old_; }
+    /// Writes the old value back (once; the destructor does nothing more after it).
+    void restore();
+
+private:
+    void start_guardian();
+
+    std::string knob_;
+    std::string old_;
+    pid_t guardian_ = -1;
+    int pipe_wr_ = -1;
+    bool restored_ = false;
+};
 
 // ---- the library's log --------------------------------------------------------------------
 

@@ -31,8 +31,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -134,90 +132,6 @@ std::size_t root_inotify_watches() {
     }
     return n;
 }
-
-// Sets a sysctl for a scope and restores it, even when the test fails, and even when
-// this process dies: a guardian process (forked when the value is first changed) writes
-// the old value back as soon as this process is gone. These limits are per user, so
-// every root process on the machine shares them while the window is open: keep it short.
-class sysctl_guard {
-public:
-    sysctl_guard(const char* knob, std::uint64_t value) : knob_(knob) {
-        std::ifstream(knob_) >> old_;
-        BOOST_TEST_REQUIRE(!old_.empty(), "cannot read " << knob_);
-        start_guardian();
-        set(value);
-    }
-    sysctl_guard(const sysctl_guard&) = delete;
-    sysctl_guard& operator=(const sysctl_guard&) = delete;
-    ~sysctl_guard() { restore(); }
-
-    void set(std::uint64_t value) {
-        std::ofstream out(knob_);
-        out << value;
-        out.flush();
-        BOOST_TEST_REQUIRE(out.good(), "cannot write " << value << " to " << knob_);
-        BOOST_TEST_REQUIRE(read_text(knob_) == std::to_string(value) + "\n");
-    }
-    const std::string& old_value() const { return old_; }
-
-    void restore() {
-        if (restored_) return;
-        restored_ = true;
-        std::ofstream(knob_) << old_;
-        if (guardian_ > 0) {
-            ::close(pipe_wr_);  // EOF: the guardian writes the old value too, and exits
-            int st;
-            while (::waitpid(guardian_, &st, 0) < 0 && errno == EINTR) {}
-        }
-    }
-
-private:
-    void start_guardian() {
-        // Everything the child needs is made before fork (no allocation after it).
-        const std::string knob = knob_;
-        const std::string value = old_ + "\n";
-        int fds[2];
-        BOOST_TEST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-        pid_t pid = ::fork();
-        if (pid == 0) {
-            // Survive the signals that end a test run, not the run's own death.
-            ::signal(SIGINT, SIG_IGN);
-            ::signal(SIGTERM, SIG_IGN);
-            ::signal(SIGHUP, SIG_IGN);
-            ::signal(SIGUSR1, SIG_IGN);
-            const int rd = fds[0];
-            // Hold no descriptor of the test (an inotify instance or a watch must not
-            // outlive the test because of this process).
-            if (rd > 3) ::syscall(SYS_close_range, 3, rd - 1, 0);
-            ::syscall(SYS_close_range, rd + 1, ~0U, 0);
-            // Only EOF (the test process closed its end, or died) ends the wait.
-            for (;;) {
-                char c;
-                ssize_t n = ::read(rd, &c, 1);
-                if (n == 0 || (n < 0 && errno != EINTR)) break;
-            }
-            int fd = ::open(knob.c_str(), O_WRONLY | O_CLOEXEC);
-            if (fd >= 0) {
-                (void)!::write(fd, value.data(), value.size());
-                ::close(fd);
-            }
-            ::_exit(0);
-        }
-        ::close(fds[0]);
-        if (pid < 0) {
-            ::close(fds[1]);
-            BOOST_TEST_REQUIRE(pid > 0, "fork: errno " << errno);
-        }
-        guardian_ = pid;
-        pipe_wr_ = fds[1];
-    }
-
-    std::string knob_;
-    std::string old_;
-    pid_t guardian_ = -1;
-    int pipe_wr_ = -1;
-    bool restored_ = false;
-};
 
 // A thread running an io_context until stopped, with a bounded join.
 class io_thread {

@@ -3,6 +3,7 @@
 // (memory.events.local) reported once, at that cgroup; removal of a descendant and of the
 // root; depth limit, filter, the opt-in `created` kind. The same on real kernels: the
 // kernel tests (v1 here, v2 in the VM).
+#include "fault_support.hpp"
 #include "test_support.hpp"
 
 #include "inotify_service.hpp"
@@ -12,7 +13,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
-#include <fstream>
 #include <map>
 #include <string>
 
@@ -266,15 +266,8 @@ BOOST_FIXTURE_TEST_CASE(kills_of_descendants_removed_unread_are_reported_on_the_
 BOOST_AUTO_TEST_CASE(a_queue_overflow_rescans_the_tree,
                      *boost::unit_test::precondition(root_precondition{"shrinking max_queued_events"})) {
     OOMWATCH_REQUIRE_ROOT("shrinking max_queued_events");
-    const char* knob = "/proc/sys/fs/inotify/max_queued_events";
-    std::string old;
-    std::ifstream(knob) >> old;
-    struct restore {
-        const char* knob;
-        std::string value;
-        ~restore() { std::ofstream(knob) << value; }
-    } restore_it{knob, old};
-    std::ofstream(knob) << 16;  // taken by the instance when it is made: with the first watch
+    // A queue of 16 events, taken by the instance when it is made: with the first watch.
+    sysctl_guard queue("/proc/sys/fs/inotify/max_queued_events", 16);
 
     fake_v2_tree tree;
     asio::io_context ctx;
@@ -282,7 +275,7 @@ BOOST_AUTO_TEST_CASE(a_queue_overflow_rescans_the_tree,
     std::vector<fs::path> early;
     for (int i = 0; i < 10; ++i) early.push_back(make_fake(root, "e" + std::to_string(i)));
     tree_watcher tw(ctx, root, fake_tree_options());
-    std::ofstream(knob) << old;
+    queue.restore();
     BOOST_TEST_REQUIRE(tw.size() == 11u);
     tree_log log(tw);
     log.arm();

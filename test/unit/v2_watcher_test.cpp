@@ -1,6 +1,7 @@
 // The v2 watcher's logic on fake cgroup folders (tmpfs): baseline, deltas, coalescing,
 // removal through the parent, overflow resync, cancellation, subscribers, lifetimes.
 // The same behaviour on a real cgroup v2 kernel is proven by the kernel tests in a VM.
+#include "fault_support.hpp"
 #include "test_support.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -169,15 +170,7 @@ BOOST_AUTO_TEST_CASE(queue_overflow_resyncs_every_cgroup,
     OOMWATCH_REQUIRE_ROOT("shrinking max_queued_events");
     // A queue of 16 events; the instance takes the limit when it is created, so the
     // io_context (and its inotify instance) is made after the change.
-    const char* knob = "/proc/sys/fs/inotify/max_queued_events";
-    std::string old;
-    std::ifstream(knob) >> old;
-    struct restore {
-        const char* knob;
-        std::string value;
-        ~restore() { std::ofstream(knob) << value; }
-    } restore_it{knob, old};
-    std::ofstream(knob) << 16;
+    sysctl_guard queue("/proc/sys/fs/inotify/max_queued_events", 16);
 
     fake_v2_tree tree;
     asio::io_context ctx;
@@ -185,7 +178,7 @@ BOOST_AUTO_TEST_CASE(queue_overflow_resyncs_every_cgroup,
     for (int i = 0; i < 40; ++i) dirs.push_back(tree.make_cgroup("cg" + std::to_string(i)));
     std::vector<watcher> ws;
     for (auto& d : dirs) ws.emplace_back(ctx, d, fake_v2_options());
-    std::ofstream(knob) << old;  // the instance keeps its small queue
+    queue.restore();  // the instance keeps its small queue
 
     std::vector<tally> got(dirs.size());
     std::vector<subscription> subs;
