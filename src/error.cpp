@@ -30,6 +30,7 @@ public:
             return "The root cgroup keeps no memory.events on cgroup v2; watch a cgroup below it";
         case error::counters_vanished:
             return "The cgroup's counters file disappeared while the cgroup remains (memory controller disabled for it?)";
+        case error::malformed_log_record: return "Malformed kernel log record";
         }
         return "Unknown oomwatch error " + std::to_string(ev);
     }

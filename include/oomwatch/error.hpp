@@ -36,6 +36,8 @@ enum class error {
     /// The cgroup still exists but its counters file is gone: the memory controller was
     /// disabled for it (removed from the parent's `cgroup.subtree_control`). Terminal.
     counters_vanished,
+    /// A record of the kernel log (`/dev/kmsg`) could not be parsed.
+    malformed_log_record,
 };
 
 /// The category of `oomwatch::error`; its name is `"oomwatch"`.
