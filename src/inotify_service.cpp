@@ -83,33 +83,41 @@ error_code inotify_service::open_locked(const asio::any_io_executor& ex) {
     return {};
 }
 
-error_code inotify_service::add(const asio::any_io_executor& ex, const std::filesystem::path& file,
-                                const std::filesystem::path& dir, std::weak_ptr<inotify_client> client,
-                                std::chrono::milliseconds liveness_interval, registration& reg) {
+error_code inotify_service::add(const asio::any_io_executor& ex, const std::string& file, const std::string& dir,
+                                std::weak_ptr<inotify_client> client, std::chrono::milliseconds liveness_interval,
+                                registration& reg) {
     std::lock_guard lk(m_);
     if (shut_down_) return asio::error::shut_down;
     if (auto ec = open_locked(ex)) return ec;
     const int ifd = fd_->native_handle();
-    const bool file_known_before = [&] {
-        int wd = ::inotify_add_watch(ifd, file.c_str(), file_mask | IN_MASK_ADD);
-        reg.file_wd = wd;
-        return wd >= 0 && watches_.contains(wd);
-    }();
+    reg.file_wd = ::inotify_add_watch(ifd, file.c_str(), file_mask | IN_MASK_ADD);
     if (reg.file_wd < 0) return {errno, system_category()};
-    reg.dir_wd = ::inotify_add_watch(ifd, dir.parent_path().c_str(), dir_mask | IN_MASK_ADD);
-    if (reg.dir_wd < 0) {
-        error_code ec(errno, system_category());
-        if (!file_known_before) ::inotify_rm_watch(ifd, reg.file_wd);
-        return ec;
+    const bool file_known_before = watches_.contains(reg.file_wd);
+    reg.dir_wd = -1;
+    std::string_view name;
+    if (!dir.empty()) {
+        const auto slash = dir.find_last_of('/');
+        const std::string parent = slash == 0 ? std::string("/") : dir.substr(0, slash == std::string::npos ? 0 : slash);
+        name = std::string_view(dir).substr(slash == std::string::npos ? 0 : slash + 1);
+        reg.dir_wd = ::inotify_add_watch(ifd, parent.empty() ? "." : parent.c_str(), dir_mask | IN_MASK_ADD);
+        if (reg.dir_wd < 0) {
+            error_code ec(errno, system_category());
+            if (!file_known_before) ::inotify_rm_watch(ifd, reg.file_wd);
+            return ec;
+        }
     }
     reg.key = next_key_++;
     auto& fw = watches_[reg.file_wd];
     ++fw.refs;
     fw.file_clients.emplace_back(reg.key, client);
-    auto& dw = watches_[reg.dir_wd];
-    ++dw.refs;
-    dw.children.emplace(dir.filename().string(), reg.key);
+    if (reg.dir_wd >= 0) {
+        auto& dw = watches_[reg.dir_wd];
+        ++dw.refs;
+        if (!dw.children) dw.children = std::make_unique<std::unordered_multimap<std::string, std::uint64_t>>();
+        dw.children->emplace(std::string(name), reg.key);
+    }
     clients_.emplace(reg.key, client_entry{std::move(client), liveness_interval});
+    ++intervals_[liveness_interval];
 
     if (liveness_interval < interval_) {
         interval_ = liveness_interval;
@@ -125,25 +133,24 @@ void inotify_service::remove(const registration& reg) {
     if (shut_down_) return;
     auto ci = clients_.find(reg.key);
     if (ci == clients_.end()) return;
-    const auto its_interval = ci->second.interval;
-    clients_.erase(ci);
-    if (its_interval == interval_) {
+    if (auto i = intervals_.find(ci->second.interval); i != intervals_.end() && --i->second == 0) {
+        intervals_.erase(i);
         // The timer follows the watchers still open: a long-gone short interval must not
         // keep waking everyone. An armed timer fires once more and re-arms with this.
-        interval_ = std::chrono::milliseconds::max();
-        for (auto& [k_, c] : clients_) interval_ = std::min(interval_, c.interval);
+        interval_ = intervals_.empty() ? std::chrono::milliseconds::max() : intervals_.begin()->first;
     }
+    clients_.erase(ci);
     if (auto it = watches_.find(reg.file_wd); it != watches_.end()) {
         std::erase_if(it->second.file_clients, [&](const auto& p) { return p.first == reg.key; });
         drop_watch_ref(reg.file_wd);
     }
-    if (auto it = watches_.find(reg.dir_wd); it != watches_.end()) {
-        auto& ch = it->second.children;
-        for (auto c = ch.begin(); c != ch.end(); ++c)
-            if (c->second == reg.key) {
-                ch.erase(c);
-                break;
-            }
+    if (auto it = watches_.find(reg.dir_wd); reg.dir_wd >= 0 && it != watches_.end()) {
+        if (auto& ch = it->second.children)
+            for (auto c = ch->begin(); c != ch->end(); ++c)
+                if (c->second == reg.key) {
+                    ch->erase(c);
+                    break;
+                }
         drop_watch_ref(reg.dir_wd);
     }
     if (clients_.empty() && dir_clients_.empty() && fd_) {
@@ -154,7 +161,7 @@ void inotify_service::remove(const registration& reg) {
     }
 }
 
-error_code inotify_service::add_dir(const asio::any_io_executor& ex, const std::filesystem::path& dir,
+error_code inotify_service::add_dir(const asio::any_io_executor& ex, const std::string& dir,
                                     std::weak_ptr<inotify_dir_client> client, registration& reg) {
     std::lock_guard lk(m_);
     if (shut_down_) return asio::error::shut_down;
@@ -216,6 +223,7 @@ void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_pt
     clients_.clear();
     dir_clients_.clear();
     watches_.clear();
+    intervals_.clear();
     fd_.reset();  // closes the instance and every watch on it
     timer_->cancel();
     interval_ = std::chrono::milliseconds::max();
@@ -340,8 +348,8 @@ void inotify_service::on_readable(error_code ec) {
                                                                       : dir_action::gone});
                     }
                 }
-                if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0) {
-                    auto [b, e] = w.children.equal_range(std::string(name, ::strnlen(name, ev.len)));
+                if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0 && w.children) {
+                    auto [b, e] = w.children->equal_range(std::string(name, ::strnlen(name, ev.len)));
                     for (; b != e; ++b)
                         if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second.client, action::removed);
                 }
@@ -349,8 +357,10 @@ void inotify_service::on_readable(error_code ec) {
                     // The kernel dropped the watch (its file or directory went away):
                     // everyone who relied on it must check.
                     for (auto& [k_, c] : w.file_clients) actions.add(c, action::lost);
-                    for (auto& [n_, k_] : w.children)
-                        if (auto c = clients_.find(k_); c != clients_.end()) actions.add(c->second.client, action::removed);
+                    if (w.children)
+                        for (auto& [n_, k_] : *w.children)
+                            if (auto c = clients_.find(k_); c != clients_.end())
+                                actions.add(c->second.client, action::removed);
                     watches_.erase(it);
                 }
             }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -68,18 +69,18 @@ public:
         std::uint64_t key = 0;
     };
 
-    /// Watches `file` for IN_MODIFY and `dir.parent_path()` for the removal of `dir`.
-    /// `ex` is an executor of this service's context. Errors: errno of inotify_init1
-    /// (EMFILE: the instance limit) and inotify_add_watch (ENOSPC: the watch limit,
-    /// ENOENT, EACCES).
-    boost::system::error_code add(const boost::asio::any_io_executor& ex, const std::filesystem::path& file,
-                                  const std::filesystem::path& dir, std::weak_ptr<inotify_client> client,
+    /// Watches `file` for IN_MODIFY and, unless `dir` is empty, the parent of directory
+    /// `dir` for its removal (empty: the caller sees that itself). `ex` is an executor of
+    /// this service's context. Errors: errno of inotify_init1 (EMFILE: the instance
+    /// limit) and inotify_add_watch (ENOSPC: the watch limit, ENOENT, EACCES).
+    boost::system::error_code add(const boost::asio::any_io_executor& ex, const std::string& file,
+                                  const std::string& dir, std::weak_ptr<inotify_client> client,
                                   std::chrono::milliseconds liveness_interval, registration& reg);
     /// Undoes `add`; removes the kernel watches that no other client uses.
     void remove(const registration& reg);
 
     /// Watches directory `dir` for subdirectories appearing and going. Errors as `add`.
-    boost::system::error_code add_dir(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
+    boost::system::error_code add_dir(const boost::asio::any_io_executor& ex, const std::string& dir,
                                       std::weak_ptr<inotify_dir_client> client, registration& reg);
     /// Undoes `add_dir`.
     void remove_dir(const registration& reg);
@@ -91,10 +92,13 @@ public:
     std::chrono::milliseconds liveness_interval() const;
 
 private:
+    // A kernel watch, and who relies on it. Kept small: a tree has two per cgroup.
     struct watch {
         std::size_t refs = 0;
         std::vector<std::pair<std::uint64_t, std::weak_ptr<inotify_client>>> file_clients;  // a counters file
-        std::unordered_multimap<std::string, std::uint64_t> children;                       // a parent directory: name -> client key
+        // A parent directory: name -> client key (made on first need: a tree's
+        // directories have none).
+        std::unique_ptr<std::unordered_multimap<std::string, std::uint64_t>> children;
         std::vector<std::pair<std::uint64_t, std::weak_ptr<inotify_dir_client>>> dir_clients;  // a tree's directory
     };
 
@@ -123,6 +127,9 @@ private:
     std::unordered_map<std::uint64_t, client_entry> clients_;
     std::unordered_map<std::uint64_t, std::weak_ptr<inotify_dir_client>> dir_clients_;
     std::uint64_t next_key_ = 1;
+    // How many clients asked for each liveness interval: the timer follows the shortest
+    // one still asked for, found without a pass over every client.
+    std::map<std::chrono::milliseconds, std::size_t> intervals_;
     std::chrono::milliseconds interval_ = std::chrono::milliseconds::max();
     bool reading_ = false;
     bool timing_ = false;

@@ -27,7 +27,9 @@ void unique_fd::reset(int fd) noexcept {
     fd_ = fd;
 }
 
-boost::system::error_code read_file(const std::string& path, std::string& out) {
+namespace {
+
+boost::system::error_code read_whole(const std::string& path, std::string& out, bool small) {
     out.clear();
     if (path.find('\0') != std::string::npos) return errno_code(EINVAL);
     unique_fd fd;
@@ -54,6 +56,7 @@ boost::system::error_code read_file(const std::string& path, std::string& out) {
                 return errno_code(EFBIG);
             }
             out.append(buf, static_cast<std::size_t>(n));
+            if (small && static_cast<std::size_t>(n) < sizeof buf) break;
         }
     } catch (const std::bad_alloc&) {
         out.clear();
@@ -63,6 +66,16 @@ boost::system::error_code read_file(const std::string& path, std::string& out) {
         return errno_code(ENOMEM);
     }
     return {};
+}
+
+} // namespace
+
+boost::system::error_code read_file(const std::string& path, std::string& out) {
+    return read_whole(path, out, false);
+}
+
+boost::system::error_code read_small_file(const std::string& path, std::string& out) {
+    return read_whole(path, out, true);
 }
 
 boost::system::error_code read_file(const std::filesystem::path& path, std::string& out) {

@@ -46,6 +46,12 @@ boost::system::error_code read_file(const std::filesystem::path& path, std::stri
 boost::system::error_code read_file(const std::string& path, std::string& out);
 inline boost::system::error_code read_file(const char* path, std::string& out) { return read_file(std::string(path), out); }
 
+/// `read_file` for a small cgroup file (`memory.events`, `memory.oom_control`): the kernel
+/// makes such a file whole on the first read (one seq_file record), so a read shorter
+/// than the 4 KiB buffer is taken as the end, saving the read that would return 0. Not
+/// for files of many records (mountinfo), whose reads may stop short before the end.
+boost::system::error_code read_small_file(const std::string& path, std::string& out);
+
 /// Whether a watched cgroup directory still exists: `alive` when `dir` is there with
 /// inode `ino`; `gone` when it is missing (ENOENT, ENODEV) or is a namesake with another
 /// inode; `unknown` when stat(2) failed otherwise (the error is in `ec`).

@@ -24,6 +24,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -44,21 +45,17 @@ namespace detail {
 
 class tree;
 
-// What one cgroup's watch published (and what was attributed to it), per kind: shared
-// with the watch's callback, which may outlive the node by a handler or two.
-struct node_counts {
-    std::array<std::atomic<std::uint64_t>, event_kind_count> reported{};
-    std::atomic<bool> ended{false};  // its watch saw it removed (the tree may not know yet)
-};
-
 // The kinds the kernel counts hierarchically (memory.events) and locally.
 constexpr event_kind counted_kinds[] = {event_kind::oom,  event_kind::oom_kill, event_kind::oom_group_kill,
                                         event_kind::high, event_kind::max,      event_kind::low};
+constexpr std::size_t counted_count = std::size(counted_kinds);
+using counted_array = std::array<std::uint64_t, counted_count>;
 
 // A cgroup's hierarchical counters (v2 memory.events).
 error_code read_hierarchical(const std::string& dir, memory_counters& c) {
-    thread_local std::string text;
-    if (auto ec = read_file(dir + "/memory.events", text)) return ec;
+    thread_local std::string path, text;
+    path.assign(dir).append("/memory.events");
+    if (auto ec = read_small_file(path, text)) return ec;
     auto r = parse_memory_events(text);
     if (!r) return r.error();
     c = std::move(*r);
@@ -66,35 +63,45 @@ error_code read_hierarchical(const std::string& dir, memory_counters& c) {
 }
 
 // One cgroup of the tree: its counters watch, and (above the depth limit) the watch on
-// its directory that finds its children.
-class tree_node final : public inotify_dir_client, public std::enable_shared_from_this<tree_node> {
+// its directory that finds its children. Its watch tells it what it published and when
+// the cgroup ended; both may come after the tree let go of it (they are weak).
+class tree_node final : public inotify_dir_client, public node_observer, public std::enable_shared_from_this<tree_node> {
 public:
-    tree_node(std::weak_ptr<tree> t, std::string d, unsigned level, ino_t inode)
-        : tree_(std::move(t)), dir(std::move(d)), depth(level), ino(inode) {}
+    tree_node(std::weak_ptr<tree> t, source_ref s, unsigned level, ino_t inode)
+        : tree_(std::move(t)), src(std::move(s)), depth(level), ino(inode) {}
 
     void on_child_appeared(const std::string& name, bool moved_in) override;
     void on_child_gone(const std::string& name) override;
     void on_rescan() override;
     void on_dir_service_failed(const error_code& ec) override;
+    void on_published(const counter_delta& d) noexcept override {
+        for (std::size_t i = 0; i < counted_count; ++i)
+            if (auto n = d.get(counted_kinds[i])) reported[i].fetch_add(n, std::memory_order_relaxed);
+    }
+    void on_end() noexcept override;
+
+    // Its directory, and its name in events: one string for both.
+    const std::string& dir() const noexcept { return src->cgroup; }
 
     std::weak_ptr<tree> tree_;
-    const std::string dir;
+    const source_ref src;
     const unsigned depth;
     const ino_t ino;
     std::shared_ptr<source> watch;  // null for a v2 hierarchy root (it has no counters)
-    source_ref src;                 // how its events name it
     inotify_service::registration dir_reg;
     bool dir_watched = false;
 
     // v2: what keeps the tree's counts whole when descendants go before they are read.
-    // With the tree's lock held, except `counts`.
-    std::shared_ptr<node_counts> counts = std::make_shared<node_counts>();
-    std::array<std::uint64_t, event_kind_count> gone{};  // reported by removed children's subtrees
-    memory_counters base_h;  // memory.events when the watch began (zero: made after the start)
+    // `reported`: what this cgroup's watch published, plus what its removed descendants'
+    // subtrees accounted for, plus what was attributed to it, per counted kind.
+    std::array<std::atomic<std::uint64_t>, counted_count> reported{};
+    std::atomic<bool> ended{false};  // its watch saw it removed (the tree may not know yet)
+    // With the tree's lock held:
+    counted_array base_h{};  // memory.events when the watch began (zero: made after the start)
     bool has_h = false;
-    source_ref gone_src;  // this cgroup, as the events of its removed descendants name it
-    memory_counters snapshot;  // memory.events as the last reconciliation read it
+    bool had_children = false;  // its listing at the start found subdirectories
     bool reconcile_pending = false;
+    source_ref gone_src;  // this cgroup, as the events of its removed descendants name it
 };
 
 class tree final : public source, public std::enable_shared_from_this<tree> {
@@ -115,21 +122,36 @@ public:
         starting_ = false;
         if (!ec && version_ == cgroup_version::v2) {
             // Every cgroup's own baseline was read first, then these: a kill in between
-            // shows as reported beyond the hierarchical growth, never as a loss.
+            // shows as reported beyond the hierarchical growth, never as a loss. The
+            // root's and those of cgroups with children now; the leaves' (most of a tree)
+            // right after, on the executor, less what they reported meanwhile: until a
+            // leaf's is read, the kills of children made and removed unseen go to its
+            // parent.
             for (auto& [d_, n] : nodes_)
-                if (n->watch && !read_hierarchical(n->dir, n->base_h)) n->has_h = true;
+                if (n->watch && !n->has_h) {
+                    if (n->had_children || n->dir() == root_dir_)
+                        read_base_locked(*n);
+                    else
+                        unread_.push_back(n);
+                }
+            if (!unread_.empty())
+                asio::post(ex_, [w = weak_from_this()] {
+                    if (auto t = w.lock()) t->read_bases();
+                });
         }
         return ec;
     }
 
     void stop() noexcept override {
-        std::unordered_map<std::string, std::shared_ptr<tree_node>> nodes;
+        decltype(nodes_) nodes;
         std::vector<std::shared_ptr<tree_node>> retired;
         {
             std::lock_guard lk(m_);
             closed_ = true;
             nodes.swap(nodes_);
             retired.swap(retired_);
+            pending_.clear();
+            unread_.clear();
         }
         auto stop_node = [this](const std::shared_ptr<tree_node>& n) {
             if (n->dir_watched) svc_.remove_dir(n->dir_reg);
@@ -149,23 +171,32 @@ public:
 
     void child_appeared(const tree_node& parent, const std::string& name, bool moved_in) {
         std::lock_guard lk(m_);
-        if (closed_ || !nodes_.contains(parent.dir)) return;
+        auto p = nodes_.find(parent.dir());
+        if (closed_ || p == nodes_.end() || p->second.get() != &parent) return;
+        // A leaf whose baseline is not read yet gets it before its first child.
+        if (version_ == cgroup_version::v2 && !p->second->has_h) read_base_locked(*p->second);
         // Made after the start: everything in it is news. Renamed into the tree: an old
         // cgroup, whose counters so far are not.
         add_child_locked(parent, name, /*from_zero=*/!moved_in);
     }
 
-    // A subdirectory went: known or not (made and removed between two looks), its kills
-    // are in this cgroup's hierarchical counters.
-    void child_gone(const tree_node& parent) {
+    // A subdirectory went: its own watch is told to look (its removal is seen here, not
+    // by a watch of its own on this directory). Known or not (made and removed between
+    // two looks), its kills are in this cgroup's hierarchical counters.
+    void child_gone(const tree_node& parent, const std::string& name) {
         std::lock_guard lk(m_);
         if (closed_) return;
-        if (auto it = nodes_.find(parent.dir); it != nodes_.end()) request_reconcile_locked(it->second);
+        auto p = nodes_.find(parent.dir());
+        if (p == nodes_.end() || p->second.get() != &parent) return;
+        thread_local std::string dir;
+        dir.assign(parent.dir()).append("/").append(name);
+        if (auto c = nodes_.find(dir); c != nodes_.end() && c->second->watch) c->second->watch->maybe_removed();
+        request_reconcile_locked(p->second);
     }
 
     void rescan(const std::shared_ptr<tree_node>& n) {
         std::lock_guard lk(m_);
-        if (closed_ || !nodes_.contains(n->dir)) return;
+        if (closed_ || !known_locked(*n)) return;
         scan_locked(*n);
     }
 
@@ -174,53 +205,97 @@ public:
         state_->publish_failed(ec, what);
     }
 
+    // A cgroup's watch saw it removed (with the watch's lock held: posted).
+    void post_ended(std::shared_ptr<tree_node> n) {
+        asio::post(ex_, [w = weak_from_this(), n = std::move(n)] {
+            if (auto t = w.lock()) t->node_ended(n);
+        });
+    }
+
 private:
-    // With m_ held.
-    error_code add_node_locked(const std::string& dir, unsigned depth, bool from_zero, bool is_root,
-                               bool has_counters = true) {
-        struct stat st{};
-        if (auto ec = stat_path(dir, st)) {
-            if (!is_root && ec != boost::system::errc::no_such_file_or_directory) skip(dir, ec);
-            return ec;
+    static counted_array counted(const memory_counters& c) {
+        counted_array a;
+        for (std::size_t i = 0; i < counted_count; ++i) a[i] = c.get(counted_kinds[i]);
+        return a;
+    }
+
+    // A cgroup's hierarchical baseline. Read late (a leaf found at the start), less what
+    // it reported since the start, which is in it. With m_ held.
+    void read_base_locked(tree_node& n) {
+        memory_counters h;
+        if (!n.watch || read_hierarchical(n.dir(), h)) return;
+        n.base_h = counted(h);
+        for (std::size_t i = 0; i < counted_count; ++i) {
+            const auto r = n.reported[i].load(std::memory_order_relaxed);
+            n.base_h[i] = n.base_h[i] > r ? n.base_h[i] - r : 0;
         }
-        if (!S_ISDIR(st.st_mode)) return make_error_code(error::not_a_cgroup);
+        n.has_h = true;
+    }
+
+    // The hierarchical baselines of the cgroups found at the start, a batch per handler
+    // (a tree of 10,000 takes some 50 ms to read: other handlers run in between).
+    void read_bases() {
+        std::lock_guard lk(m_);
+        if (closed_) return;
+        constexpr std::size_t batch = 512;
+        for (std::size_t i = 0; i < batch && !unread_.empty(); ++i) {
+            auto n = std::move(unread_.back());
+            unread_.pop_back();
+            if (!n->has_h && known_locked(*n)) read_base_locked(*n);
+        }
+        if (!unread_.empty())
+            asio::post(ex_, [w = weak_from_this()] {
+                if (auto t = w.lock()) t->read_bases();
+            });
+    }
+
+    // With m_ held.
+    bool known_locked(const tree_node& n) const {
+        auto it = nodes_.find(n.dir());
+        return it != nodes_.end() && it->second.get() == &n;
+    }
+
+    // `ino`: the directory's inode when a listing gave it (0: stat it). With m_ held.
+    error_code add_node_locked(const std::string& dir, unsigned depth, bool from_zero, bool is_root,
+                               bool has_counters = true, ino_t ino = 0, bool parent_watched = false) {
+        if (!ino) {
+            struct stat st{};
+            if (auto ec = stat_path(dir, st)) {
+                if (!is_root && ec != boost::system::errc::no_such_file_or_directory) skip(dir, ec);
+                return ec;
+            }
+            if (!S_ISDIR(st.st_mode)) return make_error_code(error::not_a_cgroup);
+            ino = st.st_ino;
+        }
         if (auto it = nodes_.find(dir); it != nodes_.end()) {
-            if (it->second->ino == st.st_ino) return {};  // known already (a scan and its event)
+            if (it->second->ino == ino) return {};  // known already (a scan and its event)
             // A namesake in place of a removed one: the old watch ends by itself.
             retired_.push_back(it->second);
             nodes_.erase(it);
         }
-        auto node = std::make_shared<tree_node>(weak_from_this(), dir, depth, st.st_ino);
         source_ref src = is_root ? state_->root()
                                  : std::make_shared<event_source_info>(event_source_info{dir, version_, event_origin::here});
-        node->src = src;
+        auto node = std::make_shared<tree_node>(weak_from_this(), src, depth, ino);
         if (!is_root) state_->publish_created(src, {});
 
         if (has_counters) {
             node_role role;
             role.src = is_root ? source_ref{} : src;
             role.from_zero = from_zero;
-            role.on_published = [counts = node->counts](const counter_delta& d) {
-                for (std::size_t i = 0; i < event_kind_count; ++i)
-                    if (d.by_kind[i]) counts->reported[i].fetch_add(d.by_kind[i], std::memory_order_relaxed);
-            };
+            role.observer = node;
+            role.ino = ino;
             // The root's removal ends the tree: the tree says it, after its descendants'.
             role.report_removed = !is_root;
-            role.on_end = [w = weak_from_this(), ex = ex_, raw = node.get(), counts = node->counts] {
-                counts->ended = true;
-                // Posted: the watch calls this with its own lock held.
-                asio::post(ex, [w, raw] {
-                    if (auto t = w.lock()) t->node_ended(raw);
-                });
-            };
+            // Below the root, the parent's directory watch sees the name go.
+            role.owner_sees_removal = parent_watched;
             error_code ec;
             if (version_ == cgroup_version::v1) {
-                node->watch = start_v1_watch(ex_, dir, state_, ec, std::move(role));
+                node->watch = start_v1_watch(ex_, state_, ec, std::move(role));
             } else {
                 watch_options o;
                 o.counters = watch_options::scope::local;  // each cgroup's own: every event once
                 o.liveness_interval = opts_.liveness_interval;
-                node->watch = start_v2_watch(ex_, dir, o, state_, ec, std::move(role));
+                node->watch = start_v2_watch(ex_, o, state_, ec, std::move(role));
             }
             if (ec) {
                 if (is_root) return ec;
@@ -236,27 +311,30 @@ private:
         if (version_ == cgroup_version::v2 && node->watch && !starting_) {
             // Made after the start: everything in its memory.events is news (as in its
             // local file). Renamed in: from now on.
-            if (from_zero)
+            memory_counters h;
+            if (from_zero) {
                 node->has_h = true;
-            else if (!read_hierarchical(dir, node->base_h))
+            } else if (!read_hierarchical(dir, h)) {
+                node->base_h = counted(h);
                 node->has_h = true;
+            }
         }
-        nodes_.emplace(dir, node);
+        auto& n = *nodes_.emplace(node->dir(), node).first->second;
         if (!opts_.max_depth || depth < *opts_.max_depth) {
             // The directory watch first, then the listing: a child made in between is in
             // the one or the other (both: the second finds it known).
-            if (auto ec = svc_.add_dir(ex_, dir, node, node->dir_reg)) {
+            if (auto ec = svc_.add_dir(ex_, n.dir(), node, n.dir_reg)) {
                 if (is_root) {
-                    nodes_.erase(dir);
+                    nodes_.erase(n.dir());
                     if (node->watch) node->watch->stop();
                     return ec;
                 }
                 OOMWATCH_LOG(warning) << dir << ": its new subdirectories will not be found: " << ec.message();
                 state_->publish_skipped(src, ec);
             } else {
-                node->dir_watched = true;
+                n.dir_watched = true;
             }
-            scan_locked(*node);
+            scan_locked(n);
         }
         return {};
     }
@@ -266,61 +344,77 @@ private:
         skip(std::make_shared<event_source_info>(event_source_info{dir, version_, event_origin::here}), ec);
     }
     void skip(const source_ref& src, const error_code& ec) {
-        OOMWATCH_LOG(warning) << src->cgroup.string() << ": not watched: " << ec.message();
+        OOMWATCH_LOG(warning) << src->cgroup << ": not watched: " << ec.message();
         state_->publish_skipped(src, ec);
     }
 
     // With m_ held.
-    void add_child_locked(const tree_node& parent, const std::string& name, bool from_zero) {
+    void add_child_locked(const tree_node& parent, std::string_view name, bool from_zero, ino_t ino = 0) {
         if (name.empty() || name[0] == '.') return;
-        const std::string dir = parent.dir + "/" + name;
+        std::string dir;
+        dir.reserve(parent.dir().size() + 1 + name.size());
+        dir.append(parent.dir()).append("/").append(name);
         if (opts_.filter && !opts_.filter(std::filesystem::path(dir))) return;
-        add_node_locked(dir, parent.depth + 1, from_zero, /*is_root=*/false);
+        add_node_locked(dir, parent.depth + 1, from_zero, /*is_root=*/false, true, ino, parent.dir_watched);
     }
 
     // Lists a directory and watches the subdirectories not known yet. With m_ held.
-    void scan_locked(const tree_node& n) {
-        std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(n.dir.c_str()), &::closedir);
-        if (!d) {
-            if (errno != ENOENT)
-                OOMWATCH_LOG(warning) << n.dir << ": cannot list: " << std::strerror(errno);
+    // getdents64 itself, not readdir: it gives each entry's inode, which saves a stat
+    // per cgroup, and opendir's own fstat.
+    void scan_locked(tree_node& n) {
+        unique_fd fd(::open(n.dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd) {
+            if (errno != ENOENT) OOMWATCH_LOG(warning) << n.dir() << ": cannot list: " << std::strerror(errno);
             return;
         }
-        std::vector<std::string> names;
-        while (auto* e = ::readdir(d.get()))
-            if (e->d_type == DT_DIR && e->d_name[0] != '.') names.emplace_back(e->d_name);
-        d.reset();
-        for (auto& name : names) {
-            const std::string dir = n.dir + "/" + name;
-            if (auto it = nodes_.find(dir); it != nodes_.end()) continue;
-            add_child_locked(n, name, /*from_zero=*/!starting_);
+        thread_local std::vector<std::pair<std::string, ino_t>> found;
+        found.clear();
+        alignas(8) char buf[16384];
+        for (;;) {
+            const ssize_t got = ::getdents64(fd.get(), buf, sizeof buf);
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0) {
+                OOMWATCH_LOG(warning) << n.dir() << ": cannot list: " << std::strerror(errno);
+                break;
+            }
+            if (got == 0) break;
+            for (ssize_t off = 0; off < got;) {
+                // The fields by offset (struct linux_dirent64): d_ino, d_off, d_reclen, d_type, d_name.
+                std::uint64_t d_ino;
+                unsigned short reclen;
+                std::memcpy(&d_ino, buf + off, sizeof d_ino);
+                std::memcpy(&reclen, buf + off + 16, sizeof reclen);
+                const unsigned char type = static_cast<unsigned char>(buf[off + 18]);
+                const char* name = buf + off + 19;
+                if (reclen == 0) break;
+                if ((type == DT_DIR || type == DT_UNKNOWN) && name[0] != '.')
+                    found.emplace_back(name, type == DT_DIR ? static_cast<ino_t>(d_ino) : 0);
+                off += reclen;
+            }
         }
+        fd.reset();
+        const auto names = std::move(found);  // add_child may scan (and use `found`) again
+        found.clear();
+        if (starting_ && !names.empty()) n.had_children = true;
+        for (auto& [name, ino] : names) add_child_locked(n, name, /*from_zero=*/!starting_, ino);
     }
 
-    void node_ended(const tree_node* which) {
-        std::shared_ptr<tree_node> gone;
+    void node_ended(const std::shared_ptr<tree_node>& gone) {
         {
             std::lock_guard lk(m_);
             if (closed_) return;
-            if (auto r = nodes_.find(root_dir_); r != nodes_.end() && r->second.get() == which) {
+            auto it = nodes_.find(gone->dir());
+            const bool current = it != nodes_.end() && it->second == gone;
+            if (current && gone->dir() == root_dir_) {
                 root_ended_locked();
                 return;
             }
-            for (auto it = nodes_.begin(); it != nodes_.end(); ++it)
-                if (it->second.get() == which) {
-                    gone = it->second;
-                    nodes_.erase(it);
-                    break;
-                }
-            if (!gone)
-                std::erase_if(retired_, [&](const std::shared_ptr<tree_node>& n) {
-                    if (n.get() != which) return false;
-                    gone = n;
-                    return true;
-                });
+            if (current)
+                nodes_.erase(it);
+            else if (std::erase(retired_, gone) == 0)
+                return;  // the tree let go of it already
         }
-        if (gone && gone->dir_watched) svc_.remove_dir(gone->dir_reg);
-        if (!gone) return;
+        if (gone->dir_watched) svc_.remove_dir(gone->dir_reg);
         std::lock_guard lk(m_);
         if (closed_) return;
         if (root_gone_) {
@@ -328,12 +422,13 @@ private:
             return;
         }
         // Its counts stay in its parent's memory.events: keep them in the parent's sum.
-        const auto slash = gone->dir.rfind('/');
+        const auto slash = gone->dir().rfind('/');
         if (slash == std::string::npos) return;
-        auto it = nodes_.find(gone->dir.substr(0, slash));
+        auto it = nodes_.find(std::string_view(gone->dir()).substr(0, slash));
         if (it == nodes_.end()) return;
-        for (std::size_t i = 0; i < event_kind_count; ++i)
-            it->second->gone[i] += gone->counts->reported[i].load(std::memory_order_relaxed) + gone->gone[i];
+        for (std::size_t i = 0; i < counted_count; ++i)
+            it->second->reported[i].fetch_add(gone->reported[i].load(std::memory_order_relaxed),
+                                              std::memory_order_relaxed);
         request_reconcile_locked(it->second);
     }
 
@@ -366,8 +461,7 @@ private:
 
     // With m_ held.
     bool finish_if_empty_locked() {
-        for (auto& [d, n_] : nodes_)
-            if (d != root_dir_) return false;
+        if (nodes_.size() > (nodes_.contains(root_dir_) ? 1u : 0u)) return false;
         finish_locked();
         return true;
     }
@@ -394,9 +488,20 @@ private:
     static constexpr std::chrono::milliseconds reconcile_delay{50};
 
     // With m_ held.
-    void request_reconcile_locked(const std::shared_ptr<tree_node>& p) {
-        if (!p->has_h || closed_) return;
-        p->reconcile_pending = true;
+    void request_reconcile_locked(std::shared_ptr<tree_node> p) {
+        if (closed_) return;
+        // A cgroup whose baseline is not read yet leaves it to the nearest one that has.
+        while (!p->has_h) {
+            const auto slash = p->dir().rfind('/');
+            if (p->dir() == root_dir_ || slash == std::string::npos) return;
+            auto it = nodes_.find(std::string_view(p->dir()).substr(0, slash));
+            if (it == nodes_.end()) return;
+            p = it->second;
+        }
+        if (!p->reconcile_pending) {
+            p->reconcile_pending = true;
+            pending_.push_back(p);
+        }
         if (pass_armed_) return;
         pass_armed_ = true;
         if (!pass_timer_) pass_timer_ = std::make_unique<asio::steady_timer>(ex_);
@@ -410,57 +515,59 @@ private:
         std::lock_guard lk(m_);
         pass_armed_ = false;
         if (closed_) return;
-        std::vector<std::shared_ptr<tree_node>> pending;
-        for (auto& [d_, n] : nodes_)
-            if (n->reconcile_pending) pending.push_back(n);
+        auto pending = std::move(pending_);
+        pending_.clear();
         std::sort(pending.begin(), pending.end(), [](auto& a, auto& b) { return a->depth > b->depth; });
         for (auto& p : pending) {
             p->reconcile_pending = false;
+            if (!known_locked(*p)) continue;  // gone meanwhile: its parent has asked
             if (!reconcile_locked(*p)) request_reconcile_locked(p);  // next round
         }
     }
 
     // False when it must wait for the next round. With m_ held.
     bool reconcile_locked(tree_node& p) {
-        if (read_hierarchical(p.dir, p.snapshot)) return true;  // gone too: its parent will
-        auto gap = gap_locked(p);
+        memory_counters now;
+        if (read_hierarchical(p.dir(), now)) return true;  // gone too: its parent will
+        const auto h = counted(now);
+        // The living subtree, collected once.
+        std::vector<tree_node*> sub;
+        for (auto& [d_, n] : nodes_)
+            if (in_subtree(p, *n)) sub.push_back(n.get());
+        auto gap = gap_of(p, h, sub);
         if (gap.empty()) return true;
-        for (auto& [d_, n] : nodes_)
-            if (n->watch && in_subtree(p, *n)) n->watch->refresh();
-        for (auto& [d_, n] : nodes_)
-            if (in_subtree(p, *n) && n->counts->ended) return false;  // a removal still to account
-        gap = gap_locked(p);
+        for (auto* n : sub)
+            if (n->watch) n->watch->refresh();
+        for (auto* n : sub)
+            if (n->ended) return false;  // a removal still to account
+        gap = gap_of(p, h, sub);
         if (gap.empty()) return true;
         if (!p.gone_src)
             p.gone_src = std::make_shared<event_source_info>(
-                event_source_info{p.dir, version_, event_origin::removed_descendant});
-        for (std::size_t i = 0; i < event_kind_count; ++i)
-            if (gap.by_kind[i]) p.counts->reported[i].fetch_add(gap.by_kind[i], std::memory_order_relaxed);
-        OOMWATCH_LOG(debug) << p.dir << ": " << gap.get(event_kind::oom_kill)
+                event_source_info{p.dir(), version_, event_origin::removed_descendant});
+        for (std::size_t i = 0; i < counted_count; ++i)
+            if (auto g = gap.get(counted_kinds[i])) p.reported[i].fetch_add(g, std::memory_order_relaxed);
+        OOMWATCH_LOG(debug) << p.dir() << ": " << gap.get(event_kind::oom_kill)
                             << " kill(s) in descendants removed before they were read";
-        state_->publish(p.gone_src, gap, p.snapshot);
+        state_->publish(p.gone_src, gap, now);
         return true;
     }
 
     static bool in_subtree(const tree_node& p, const tree_node& n) {
-        return &p == &n || (n.dir.size() > p.dir.size() && n.dir.compare(0, p.dir.size(), p.dir) == 0 &&
-                            n.dir[p.dir.size()] == '/');
+        const auto& pd = p.dir();
+        const auto& nd = n.dir();
+        return &p == &n || (nd.size() > pd.size() && nd.compare(0, pd.size(), pd) == 0 && nd[pd.size()] == '/');
     }
 
-    // What p's memory.events grew by that its subtree did not report. With m_ held.
-    counter_delta gap_locked(const tree_node& p) const {
-        std::array<std::uint64_t, event_kind_count> sum{};
-        for (auto& [d_, n] : nodes_) {
-            if (!in_subtree(p, *n)) continue;
-            for (std::size_t i = 0; i < event_kind_count; ++i)
-                sum[i] += n->counts->reported[i].load(std::memory_order_relaxed) + n->gone[i];
-        }
+    // What p's memory.events grew by (to `now`) that its subtree did not report.
+    static counter_delta gap_of(const tree_node& p, const counted_array& now, const std::vector<tree_node*>& sub) {
+        counted_array sum{};
+        for (auto* n : sub)
+            for (std::size_t i = 0; i < counted_count; ++i) sum[i] += n->reported[i].load(std::memory_order_relaxed);
         counter_delta gap;
-        for (auto k : counted_kinds) {
-            const auto i = static_cast<std::size_t>(k);
-            const auto now = p.snapshot.get(k), base = p.base_h.get(k);
-            const auto growth = now > base ? now - base : 0;
-            gap.by_kind[i] = growth > sum[i] ? growth - sum[i] : 0;
+        for (std::size_t i = 0; i < counted_count; ++i) {
+            const auto growth = now[i] > p.base_h[i] ? now[i] - p.base_h[i] : 0;
+            gap.by_kind[static_cast<std::size_t>(counted_kinds[i])] = growth > sum[i] ? growth - sum[i] : 0;
         }
         return gap;
     }
@@ -471,8 +578,11 @@ private:
     const tree_options opts_;
     const cgroup_version version_;
     mutable std::mutex m_;
-    std::unordered_map<std::string, std::shared_ptr<tree_node>> nodes_;
+    // Keyed by the node's own directory string (its source's): no second copy.
+    std::unordered_map<std::string_view, std::shared_ptr<tree_node>> nodes_;
     std::vector<std::shared_ptr<tree_node>> retired_;  // replaced by a namesake; ending
+    std::vector<std::shared_ptr<tree_node>> pending_;  // asked for reconciliation
+    std::vector<std::shared_ptr<tree_node>> unread_;   // found at the start, hierarchical baseline not read yet
     std::unique_ptr<asio::steady_timer> pass_timer_;  // the next reconciliation round
     std::unique_ptr<asio::steady_timer> end_timer_;   // bounds the wait for descendants after the root went
     std::string root_dir_;
@@ -486,8 +596,18 @@ void tree_node::on_child_appeared(const std::string& name, bool moved_in) {
     if (auto t = tree_.lock()) t->child_appeared(*this, name, moved_in);
 }
 
-void tree_node::on_child_gone(const std::string&) {
-    if (auto t = tree_.lock()) t->child_gone(*this);
+void tree_node::on_child_gone(const std::string& name) {
+    if (auto t = tree_.lock()) t->child_gone(*this, name);
+}
+
+void tree_node::on_end() noexcept {
+    ended = true;
+    try {
+        if (auto t = tree_.lock()) t->post_ended(shared_from_this());
+    } catch (const std::exception& e) {
+        // Out of memory: the liveness sweep and the root's end bound still settle it.
+        OOMWATCH_LOG(error) << dir() << ": cannot tell the tree of its removal: " << e.what();
+    }
 }
 
 void tree_node::on_rescan() {
@@ -495,7 +615,7 @@ void tree_node::on_rescan() {
 }
 
 void tree_node::on_dir_service_failed(const error_code& ec) {
-    if (auto t = tree_.lock()) t->fail(ec, "inotify (watching " + dir + ")");
+    if (auto t = tree_.lock()) t->fail(ec, "inotify (watching " + dir() + ")");
 }
 
 } // namespace detail

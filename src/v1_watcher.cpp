@@ -71,10 +71,9 @@ error_code register_event(const std::string& dir, int efd, const std::string& ev
 
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
-    v1_watch(const asio::any_io_executor& ex, std::filesystem::path dir, const std::shared_ptr<watcher_state>& sink,
-             node_role role)
-        : dir_(dir.native()), oom_control_(dir_ + "/memory.oom_control"), efd_(ex), probe_(ex), settle_(ex),
-          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)), report_removed_(role.report_removed),
+    v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink, node_role role)
+        : src_(role.src ? std::move(role.src) : sink->root()), dir_(src_->cgroup), oom_control_(dir_ + "/memory.oom_control"),
+          efd_(ex), probe_(ex), settle_(ex), sink_(sink), observer_(std::move(role.observer)), report_removed_(role.report_removed),
           from_zero_(role.from_zero) {}
 
     error_code start(memory_counters& baseline) {
@@ -327,7 +326,7 @@ private:
         OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
         if (report_removed_) sink->publish_removed(src_, clock::now(), last_);
         shut_down();
-        if (on_end_) on_end_();
+        if (auto o = observer_.lock()) o->on_end();
     }
 
     void fail(watcher_state& sink, const error_code& ec) {
@@ -356,7 +355,7 @@ private:
 
     error_code read_counters(memory_counters& c) const {
         thread_local std::string text;  // its capacity is reused: no allocation per read
-        if (auto ec = read_file(oom_control_, text)) return ec;
+        if (auto ec = read_small_file(oom_control_, text)) return ec;
         auto oc = parse_oom_control(text);
         if (!oc) return oc.error();
         c = memory_counters{};
@@ -366,16 +365,17 @@ private:
         return {};
     }
 
+    const source_ref src_;
     // Strings, not std::filesystem::path, which keeps a list of its components.
-    const std::string dir_;
+    const std::string& dir_;  // the source's
+
     const std::string oom_control_;
     std::mutex m_;  // the descriptors and the counters; completion handlers may run on any thread
     asio::posix::stream_descriptor efd_;
     asio::posix::stream_descriptor probe_;  // fires only when the cgroup is torn down; may be closed
     asio::steady_timer settle_;  // re-reads after a notification, until the kills show; bounds the removal
     std::weak_ptr<watcher_state> sink_;
-    const source_ref src_;
-    const std::function<void()> on_end_;
+    const std::weak_ptr<node_observer> observer_;
     const bool report_removed_;
     const bool from_zero_;
     std::uint64_t value_ = 0;
@@ -395,14 +395,14 @@ private:
 
 } // namespace
 
-std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
-                                       const std::shared_ptr<watcher_state>& sink, error_code& ec, node_role role) {
+std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink,
+                                       error_code& ec, node_role role) {
     const bool own = !role.src;
     std::shared_ptr<v1_watch> w;
     try {
         // Its descriptor and timer may be the first I/O objects of a fresh execution
         // context: making Asio's reactor throws when out of descriptors.
-        w = std::make_shared<v1_watch>(ex, dir, sink, std::move(role));
+        w = std::make_shared<v1_watch>(ex, sink, std::move(role));
     } catch (const boost::system::system_error& e) {
         ec = e.code();
         return nullptr;

@@ -11,10 +11,10 @@
 
 namespace oomwatch::detail {
 
-/// Registers an eventfd for `dir`'s OOM notifications, reads the baseline into `sink`,
-/// and starts reading asynchronously. On failure sets `ec` and returns null; nothing
-/// is left open.
-std::shared_ptr<source> start_v1_watch(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
+/// Registers an eventfd for the OOM notifications of the cgroup `role.src` names (by
+/// default the state's root), reads the baseline into `sink`, and starts reading
+/// asynchronously. On failure sets `ec` and returns null; nothing is left open.
+std::shared_ptr<source> start_v1_watch(const boost::asio::any_io_executor& ex,
                                        const std::shared_ptr<watcher_state>& sink, boost::system::error_code& ec,
                                        node_role role = {});
 

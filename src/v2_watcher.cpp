@@ -31,24 +31,29 @@ namespace {
 
 class v2_watch final : public source, public inotify_client, public std::enable_shared_from_this<v2_watch> {
 public:
-    v2_watch(inotify_service& svc, const std::filesystem::path& dir, const watch_options& opts,
-             const std::shared_ptr<watcher_state>& sink, node_role role)
+    v2_watch(inotify_service& svc, const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
+             node_role role)
         : svc_(svc),
-          dir_(dir.native()),
-          file_(dir_ + (opts.counters == watch_options::scope::local ? "/memory.events.local" : "/memory.events")),
-          sink_(sink), src_(role.src ? std::move(role.src) : sink->root()), on_end_(std::move(role.on_end)), report_removed_(role.report_removed),
-          on_published_(std::move(role.on_published)),
-          from_zero_(role.from_zero) {}
+          sink_(sink),
+          src_(role.src ? std::move(role.src) : sink->root()),
+          observer_(std::move(role.observer)),
+          ino_(role.ino),
+          local_(opts.counters == watch_options::scope::local),
+          report_removed_(role.report_removed),
+          from_zero_(role.from_zero),
+          watch_parent_(!role.owner_sees_removal) {}
 
     error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
-        struct stat st{};
-        if (auto ec = stat_path(dir_, st)) return ec;
-        ino_ = st.st_ino;
+        if (!ino_) {
+            struct stat st{};
+            if (auto ec = stat_path(dir(), st)) return ec;
+            ino_ = st.st_ino;
+        }
         ex_ = ex;
         liveness_ = liveness;
         // Arm first, then read the baseline: a change in between is in the baseline (it
         // happened before the watcher existed), a change after it is a notification.
-        if (auto ec = svc_.add(ex, file_, dir_, weak_from_this(), liveness, reg_)) return ec;
+        if (auto ec = arm()) return ec;
         std::lock_guard lk(m_);
         registered_ = true;
         memory_counters c;
@@ -82,6 +87,8 @@ public:
         if (auto sink = sink_.lock()) reread(*sink);
     }
 
+    void maybe_removed() noexcept override { on_maybe_removed(); }
+
     void on_maybe_removed() override {
         std::lock_guard lk(m_);
         if (done_ || !ready_) return;
@@ -94,7 +101,7 @@ public:
         // The kernel says nothing when the memory controller is disabled for a cgroup
         // (its files go, no inotify event): the safety net notices the file missing.
         struct stat st{};
-        if (stale_ || recheck_armed_ || stat_path(file_, st)) reread(*sink);
+        if (stale_ || recheck_armed_ || stat_path(file(), st)) reread(*sink);
     }
 
     void on_watch_lost() override {
@@ -113,7 +120,7 @@ public:
         std::lock_guard lk(m_);
         if (done_) return;
         registered_ = false;  // the instance and its watches are gone
-        if (auto sink = sink_.lock()) fail(*sink, ec, "inotify (watching " + file_ + ")");
+        if (auto sink = sink_.lock()) fail(*sink, ec, "inotify (watching " + file() + ")");
     }
 
 private:
@@ -130,7 +137,7 @@ private:
         if (auto ec = read_counters(c)) {
             if (ec == boost::system::errc::no_such_file_or_directory || ec == boost::system::errc::no_such_device) {
                 error_code lec;
-                switch (check_liveness(dir_, ino_, lec)) {
+                switch (check_liveness(dir(), ino_, lec)) {
                 case liveness::gone: finish_removed(sink); break;
                 case liveness::alive:
                     // The cgroup is there but its memory.events is not: the controller
@@ -138,12 +145,12 @@ private:
                     // the directory is about to go too (a removal takes the files first
                     // on some file systems): look once more shortly, then say so.
                     if (confirming_)
-                        fail(sink, make_error_code(error::counters_vanished), file_);
+                        fail(sink, make_error_code(error::counters_vanished), file());
                     else if (!recheck_armed_)
                         recheck_soon();
                     break;
                 case liveness::unknown:
-                    OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << lec.message();
+                    OOMWATCH_LOG(warning) << dir() << ": cannot check whether the cgroup exists: " << lec.message();
                     stale_ = true;  // the liveness timer retries
                     break;
                 }
@@ -152,11 +159,11 @@ private:
             if (ec == error::malformed_counters) {
                 // A fake file caught mid-write reads empty or partial (real cgroup files
                 // are read atomically); its own notification follows, so this is no change.
-                OOMWATCH_LOG(debug) << file_ << ": ignoring unparsable counters";
+                OOMWATCH_LOG(debug) << file() << ": ignoring unparsable counters";
             } else {
                 // Nothing is lost: the baseline stays put, so the next read that works
                 // reports everything since; the liveness timer retries it.
-                OOMWATCH_LOG(warning) << file_ << ": cannot read: " << ec.message();
+                OOMWATCH_LOG(warning) << file() << ": cannot read: " << ec.message();
                 stale_ = true;
             }
             return false;
@@ -173,8 +180,8 @@ private:
             // would be seen again. Arm a new one (or fail, saying why), and read again.
             watch_lost_ = false;
             unregister();
-            if (auto ec = svc_.add(ex_, file_, dir_, weak_from_this(), liveness_, reg_)) {
-                fail(sink, ec, file_);
+            if (auto ec = arm()) {
+                fail(sink, ec, file());
                 return false;
             }
             registered_ = true;
@@ -182,14 +189,15 @@ private:
         }
         counter_delta d = compute_delta(last_, c, kind_set::all());
         if (d.went_backwards) {
-            OOMWATCH_LOG(warning) << file_ << ": counters went down; taking them as the new baseline";
+            OOMWATCH_LOG(warning) << file() << ": counters went down; taking them as the new baseline";
             d = counter_delta{};
         }
         last_ = c;
-        if (!d.empty()) OOMWATCH_LOG(debug) << file_ << ": oom " << c.oom << ", oom_kill " << c.oom_kill
+        if (!d.empty()) OOMWATCH_LOG(debug) << file() << ": oom " << c.oom << ", oom_kill " << c.oom_kill
                                             << ", oom_group_kill " << c.oom_group_kill;
         sink.publish(src_, d, c);
-        if (on_published_ && !d.empty()) on_published_(d);
+        if (!d.empty())
+            if (auto o = observer_.lock()) o->on_published(d);
         return false;
     }
 
@@ -214,18 +222,18 @@ private:
 
     bool gone() const {
         error_code ec;
-        auto l = check_liveness(dir_, ino_, ec);  // a namesake made after the removal is not ours
+        auto l = check_liveness(dir(), ino_, ec);  // a namesake made after the removal is not ours
         if (l == liveness::unknown)
-            OOMWATCH_LOG(warning) << dir_ << ": cannot check whether the cgroup exists: " << ec.message();
+            OOMWATCH_LOG(warning) << dir() << ": cannot check whether the cgroup exists: " << ec.message();
         return l == liveness::gone;
     }
 
     void finish_removed(watcher_state& sink) {
-        OOMWATCH_LOG(debug) << dir_ << ": cgroup removed";
+        OOMWATCH_LOG(debug) << dir() << ": cgroup removed";
         done_ = true;
         unregister();
         if (report_removed_) sink.publish_removed(src_, clock::now(), last_);
-        if (on_end_) on_end_();
+        if (auto o = observer_.lock()) o->on_end();
     }
 
     void fail(watcher_state& sink, const error_code& ec, const std::string& what) {
@@ -242,9 +250,24 @@ private:
         svc_.remove(reg_);
     }
 
+    // The cgroup's directory: its name in events (one string for both).
+    const std::string& dir() const noexcept { return src_->cgroup; }
+
+    // The counters file, made on demand in a per-thread buffer: one string fewer per
+    // watched cgroup. Valid until the next call on this thread.
+    const std::string& file() const {
+        thread_local std::string f;
+        f.assign(dir()).append(local_ ? "/memory.events.local" : "/memory.events");
+        return f;
+    }
+
+    error_code arm() {
+        return svc_.add(ex_, file(), watch_parent_ ? dir() : std::string(), weak_from_this(), liveness_, reg_);
+    }
+
     error_code read_counters(memory_counters& c) {
         thread_local std::string text;  // its capacity is reused: no allocation per read
-        if (auto ec = read_file(file_, text)) return ec;
+        if (auto ec = read_small_file(file(), text)) return ec;
         // The kernel writes the whole file, newline-terminated, and never drops a key:
         // anything shorter is torn (cut inside a number, or at a line end with keys
         // missing, which would read as 0) and would look like counters going down.
@@ -260,26 +283,23 @@ private:
     inotify_service& svc_;
     asio::any_io_executor ex_;
     std::chrono::milliseconds liveness_{};
-    // Plain strings, not std::filesystem::path: a path keeps a list of its components,
-    // several hundred bytes each, and 10,000 watchers should stay small.
-    const std::string dir_;
-    const std::string file_;
     std::weak_ptr<watcher_state> sink_;
-    const source_ref src_;
-    const std::function<void()> on_end_;
-    const bool report_removed_;
-    const std::function<void(const counter_delta&)> on_published_;
-    const bool from_zero_;
+    const source_ref src_;  // its cgroup is the directory watched
+    const std::weak_ptr<node_observer> observer_;
     std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;
     memory_counters last_;
     ino_t ino_ = 0;
     std::size_t lines_ = 0;  // lines of the last good read
+    std::unique_ptr<asio::steady_timer> recheck_;  // made on first need: confirms a missing file
+    const bool local_;           // memory.events.local, not memory.events
+    const bool report_removed_;
+    const bool from_zero_;
+    const bool watch_parent_;    // the service watches the parent for its removal (else the owner does)
     bool stale_ = false;     // the last read failed (not for a torn file): retry it
     bool watch_lost_ = false;  // the kernel dropped the file's watch: re-arm on the next good read
     bool recheck_armed_ = false;  // the file was missing with the cgroup there: look again
     bool confirming_ = false;     // this read is that second look
-    std::unique_ptr<asio::steady_timer> recheck_;  // made on first need: confirms a missing file
     bool registered_ = false;
     bool ready_ = false;
     bool done_ = false;
@@ -287,12 +307,11 @@ private:
 
 } // namespace
 
-std::shared_ptr<source> start_v2_watch(const asio::any_io_executor& ex, const std::filesystem::path& dir,
-                                       const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
-                                       error_code& ec, node_role role) {
+std::shared_ptr<source> start_v2_watch(const asio::any_io_executor& ex, const watch_options& opts,
+                                       const std::shared_ptr<watcher_state>& sink, error_code& ec, node_role role) {
     const bool own = !role.src;
     auto& svc = asio::use_service<inotify_service>(asio::query(ex, asio::execution::context));
-    auto w = std::make_shared<v2_watch>(svc, dir, opts, sink, std::move(role));
+    auto w = std::make_shared<v2_watch>(svc, opts, sink, std::move(role));
     memory_counters baseline;
     ec = w->start(ex, opts.liveness_interval, baseline);
     if (ec) return nullptr;

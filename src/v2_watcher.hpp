@@ -14,10 +14,11 @@
 
 namespace oomwatch::detail {
 
-/// Arms the watches for `dir`, then reads the baseline into `sink`. On failure sets `ec`
-/// and returns null; nothing is left registered.
-std::shared_ptr<source> start_v2_watch(const boost::asio::any_io_executor& ex, const std::filesystem::path& dir,
-                                       const watch_options& opts, const std::shared_ptr<watcher_state>& sink,
-                                       boost::system::error_code& ec, node_role role = {});
+/// Arms the watches for the cgroup `role.src` names (by default the state's root), then
+/// reads the baseline into `sink`. On failure sets `ec` and returns null; nothing is left
+/// registered.
+std::shared_ptr<source> start_v2_watch(const boost::asio::any_io_executor& ex, const watch_options& opts,
+                                       const std::shared_ptr<watcher_state>& sink, boost::system::error_code& ec,
+                                       node_role role = {});
 
 } // namespace oomwatch::detail

@@ -119,8 +119,8 @@ void watcher::open(const std::filesystem::path& dir, cgroup_version v, const wat
         return;
     }
     auto st = std::make_shared<detail::watcher_state>(ex_, dir, v, opts.kinds);
-    auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, dir, st, ec)
-                                       : detail::start_v2_watch(ex_, dir, opts, st, ec);
+    auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, st, ec)
+                                       : detail::start_v2_watch(ex_, opts, st, ec);
     if (ec) {
         OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: " << ec.message();
         return;

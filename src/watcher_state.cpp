@@ -151,7 +151,8 @@ bool subscriber::active() const noexcept {
 watcher_state::watcher_state(asio::any_io_executor ex, std::filesystem::path cgroup, cgroup_version v,
                              kind_set kinds)
     : ex_(std::move(ex)),
-      root_(std::make_shared<event_source_info>(event_source_info{std::move(cgroup), v, event_origin::here})),
+      cgroup_(std::move(cgroup)),
+      root_(std::make_shared<event_source_info>(event_source_info{cgroup_.native(), v, event_origin::here})),
       kinds_(kinds.insert(event_kind::removed).insert(event_kind::failed).insert(event_kind::skipped)) {}
 
 void watcher_state::set_baseline(const memory_counters& c) {
@@ -224,7 +225,7 @@ std::optional<oom_event> watcher_state::pop_event_locked() {
     auto ev = own_.pop();
     if (!ev) return std::nullopt;
     if (ev->kind == event_kind::failed ||
-        (ev->kind == event_kind::removed && ev->origin == event_origin::here && ev->cgroup == root_->cgroup))
+        (ev->kind == event_kind::removed && ev->origin == event_origin::here && ev->cgroup == cgroup_))
         phase_ = phase::finished;
     return ev;
 }
@@ -261,7 +262,7 @@ void watcher_state::async_next(event_handler h) {
         if (failure_) {
             // Every wait after the failure learns it, with the failed event.
             ev.emplace();
-            ev->cgroup = root_->cgroup;
+            ev->cgroup = cgroup_;
             ev->kind = event_kind::failed;
             ev->counters = counters_;
             ev->time = clock::now();

@@ -35,7 +35,9 @@ using event_handler = boost::asio::any_completion_handler<void(boost::system::er
 /// cgroup (and one more per cgroup for the kills of its removed descendants, so those
 /// never merge with its own); a watcher has one.
 struct event_source_info {
-    std::filesystem::path cgroup;
+    // A string, not a std::filesystem::path: a path also keeps a list of its components
+    // (about 300 bytes for a cgroup path), and a tree holds one of these per cgroup.
+    std::string cgroup;
     cgroup_version version = cgroup_version::v1;
     event_origin origin = event_origin::here;
 };
@@ -121,16 +123,30 @@ private:
     bool active_ = true;
 };
 
+/// What a source watching one cgroup of a tree tells the tree. Called with the source's
+/// lock held: it must not block, nor call back into the source.
+class node_observer {
+public:
+    /// Every delta found (all kinds, before the state filters them).
+    virtual void on_published(const counter_delta& d) noexcept = 0;
+    /// Once, when the cgroup is removed (after its `removed`).
+    virtual void on_end() noexcept = 0;
+
+protected:
+    ~node_observer() = default;
+};
+
 /// How a source reports when it watches one cgroup of a tree (the defaults: a watcher's
 /// own cgroup).
 struct node_role {
-    source_ref src;                // the cgroup as events name it; empty: the state's root
-    bool from_zero = false;        // made after the tree started: report its counters from zero
-    std::function<void()> on_end;  // called once the cgroup is removed (after `removed`)
-    bool report_removed = true;    // false: the owner publishes the removal (a tree's root)
-    // Called with every delta found (all kinds, before the state filters them), with the
-    // source's lock held: it must not block or take locks.
-    std::function<void(const counter_delta&)> on_published;
+    source_ref src;              // the cgroup as events name it; empty: the state's root
+    bool from_zero = false;      // made after the tree started: report its counters from zero
+    bool report_removed = true;  // false: the owner publishes the removal (a tree's root)
+    std::weak_ptr<node_observer> observer;
+    ino_t ino = 0;               // the directory's inode, when the owner has it (0: stat it)
+    // v2: the owner watches the parent directory and calls `maybe_removed()` when the
+    // cgroup's name goes from it, so the source adds no watch of its own there.
+    bool owner_sees_removal = false;
 };
 
 /// A running source of events (v1 eventfd reader, v2 inotify registration).
@@ -141,6 +157,9 @@ public:
     virtual void stop() noexcept = 0;
     /// Re-reads the counters now and publishes what changed (v2; a no-op elsewhere).
     virtual void refresh() noexcept {}
+    /// The cgroup's name went from its parent directory: check whether it is gone (v2
+    /// with `owner_sees_removal`; a no-op elsewhere).
+    virtual void maybe_removed() noexcept {}
 };
 
 class watcher_state : public std::enable_shared_from_this<watcher_state> {
@@ -148,7 +167,7 @@ public:
     watcher_state(boost::asio::any_io_executor ex, std::filesystem::path cgroup, cgroup_version v,
                   kind_set kinds);
 
-    const std::filesystem::path& cgroup() const noexcept { return root_->cgroup; }
+    const std::filesystem::path& cgroup() const noexcept { return cgroup_; }
     cgroup_version version() const noexcept { return root_->version; }
     kind_set kinds() const noexcept { return kinds_; }
     /// The watched cgroup (a tree's root).
@@ -201,6 +220,7 @@ private:
     void complete(taken_waiter t, boost::system::error_code ec, oom_event ev);
 
     boost::asio::any_io_executor ex_;
+    std::filesystem::path cgroup_;
     source_ref root_;
     kind_set kinds_;
 
