@@ -4,6 +4,9 @@
 #include "fault_injection.hpp"
 #include "sys.hpp"
 
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -41,12 +44,12 @@ inotify_service::~inotify_service() = default;
 void inotify_service::shutdown() {
     std::lock_guard lk(m_);
     shut_down_ = true;
-    // Destroyed here, while the reactor and the strand service still exist (services
+    // Destroyed here, while the reactor still exists (services
     // are destroyed only after all are shut down, ours possibly after theirs); pending
     // handlers are dropped.
     timer_.reset();
     fd_.reset();
-    strand_.reset();
+    exec_.reset();
     watches_.clear();
     clients_.clear();
 }
@@ -58,25 +61,38 @@ error_code inotify_service::open_locked(const asio::any_io_executor& ex) {
     // The first I/O object of a fresh execution context makes Asio's reactor (its
     // epoll descriptor and interrupter), which throws when out of descriptors:
     // report it like any other failure, and keep nothing half made. After a failure
-    // of the instance the strand and timer are still there; only the fd is new.
-    const bool fresh = !strand_;
+    // of the instance the timer is still there; only the fd is new.
+    // No strand: one read is pending at a time, the timer's handler and the read's may
+    // run at once on two threads, and each takes the lock; the clients lock their own.
+    // A strand cost a trip through the scheduler on every event.
+    const bool fresh = !exec_;
     try {
-        if (fresh) strand_.emplace(asio::make_strand(ex));
-        fd_.emplace(*strand_, fd.get());
+        if (fresh) {
+            // The context's own executor, not the first caller's (which may be a strand
+            // of its handlers): the service serves every watcher on the context.
+            using io_ex = asio::io_context::executor_type;
+            if (auto* s = ex.target<asio::strand<io_ex>>())
+                exec_.emplace(s->get_inner_executor());
+            else if (auto* s2 = ex.target<asio::strand<asio::any_io_executor>>())
+                exec_.emplace(s2->get_inner_executor());
+            else
+                exec_.emplace(ex);
+        }
+        fd_.emplace(*exec_, fd.get());
         fd.release();
-        if (fresh) timer_.emplace(*strand_);
+        if (fresh) timer_.emplace(*exec_);
     } catch (const boost::system::system_error& e) {
         fd_.reset();  // closes the descriptor if it took it
         if (fresh) {
             timer_.reset();
-            strand_.reset();
+            exec_.reset();
         }
         return e.code();
     } catch (const std::bad_alloc&) {
         fd_.reset();
         if (fresh) {
             timer_.reset();
-            strand_.reset();
+            exec_.reset();
         }
         return make_error_code(boost::system::errc::not_enough_memory);
     }
@@ -232,7 +248,11 @@ void inotify_service::fail_locked(const error_code& ec, std::vector<std::weak_pt
 void inotify_service::start_reading() {
     if (reading_ || !fd_ || (clients_.empty() && dir_clients_.empty())) return;
     reading_ = true;
-    fd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](error_code ec) { on_readable(ec); });
+    // A read, not a wait: Asio tries it at once (the queue may hold events already) and
+    // waits only when there is nothing, which spares a wait's epoll_ctl re-arm and our
+    // own read to EAGAIN on every event.
+    if (!buf_) buf_ = std::make_unique<read_buffer>();
+    fd_->async_read_some(asio::buffer(buf_->bytes), [this](error_code ec, std::size_t n) { on_read(ec, n); });
 }
 
 void inotify_service::start_timer() {
@@ -247,8 +267,6 @@ namespace {
 // What to tell which client, in the order the kernel reported it.
 struct action {
     enum what { changed, removed, lost };
-    std::weak_ptr<inotify_client> client;
-    what news;
 };
 
 // A tree directory's news.
@@ -261,17 +279,28 @@ struct dir_action {
 
 class action_list {
 public:
-    void add(const std::weak_ptr<inotify_client>& c, action::what changed) {
+    void add(const std::weak_ptr<inotify_client>& c, action::what news) {
         // Skip repeats of the same news to the same client (a kill modifies the file
-        // three times); the client re-reads anyway.
+        // three times); the client re-reads anyway. Most reads carry a few events: a
+        // look back over them, and a map only for many (an overflow's rescan).
         auto* key = c.lock().get();
         if (!key) return;
-        auto [it, fresh] = last_.try_emplace(key, actions_.size());
-        if (!fresh) {
-            if (actions_[it->second].news == changed) return;
-            it->second = actions_.size();
+        if (!last_.empty() || actions_.size() >= linear_limit) {
+            if (last_.empty())
+                for (std::size_t i = 0; i < actions_.size(); ++i) last_[actions_[i].key] = i;
+            auto [it, fresh] = last_.try_emplace(key, actions_.size());
+            if (!fresh) {
+                if (actions_[it->second].news == news) return;
+                it->second = actions_.size();
+            }
+        } else {
+            for (auto i = actions_.size(); i-- > 0;)
+                if (actions_[i].key == key) {
+                    if (actions_[i].news == news) return;
+                    break;
+                }
         }
-        actions_.push_back({c, changed});
+        actions_.push_back({c, key, news});
     }
     void run() {
         for (auto& a : actions_) {
@@ -286,13 +315,19 @@ public:
     }
 
 private:
-    std::vector<action> actions_;
-    std::unordered_map<inotify_client*, std::size_t> last_;
+    static constexpr std::size_t linear_limit = 16;
+    struct entry {
+        std::weak_ptr<inotify_client> client;
+        const inotify_client* key;
+        action::what news;
+    };
+    std::vector<entry> actions_;
+    std::unordered_map<const inotify_client*, std::size_t> last_;
 };
 
 } // namespace
 
-void inotify_service::on_readable(error_code ec) {
+void inotify_service::on_read(error_code ec, std::size_t n) {
     action_list actions;
     std::vector<dir_action> dir_actions;
     std::vector<std::weak_ptr<inotify_client>> failed;
@@ -307,62 +342,51 @@ void inotify_service::on_readable(error_code ec) {
             return;
         }
         if (!ec) ec = fault::take(fault::inotify_wait_errno);
+        if (!ec) ec = fault::take(fault::inotify_read_errno);
         if (ec) {
             failure = ec;
             fail_locked(ec, failed, failed_dirs);
         }
         bool overflow = false;
-        alignas(inotify_event) char buf[16384];
-        while (!failure) {
-            ssize_t n = fault::take(fault::inotify_read_errno) ? -1 : ::read(fd_->native_handle(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) {
-                if (errno != EAGAIN) {
-                    failure = error_code(errno, system_category());
-                    fail_locked(failure, failed, failed_dirs);
-                }
-                break;
+        const char* const buf = buf_->bytes;
+        for (std::size_t off = 0; !failure && off + sizeof(inotify_event) <= n;) {
+            inotify_event ev;
+            std::memcpy(&ev, buf + off, sizeof ev);
+            const char* name = buf + off + sizeof(inotify_event);
+            off += sizeof(inotify_event) + ev.len;
+            if (ev.mask & IN_Q_OVERFLOW) {
+                overflow = true;
+                continue;
             }
-            if (n == 0) break;
-            for (ssize_t off = 0; off + static_cast<ssize_t>(sizeof(inotify_event)) <= n;) {
-                inotify_event ev;
-                std::memcpy(&ev, buf + off, sizeof ev);
-                const char* name = buf + off + sizeof(inotify_event);
-                off += static_cast<ssize_t>(sizeof(inotify_event) + ev.len);
-                if (ev.mask & IN_Q_OVERFLOW) {
-                    overflow = true;
-                    continue;
+            auto it = watches_.find(ev.wd);
+            if (it == watches_.end()) continue;
+            auto& w = it->second;
+            if (ev.mask & IN_MODIFY)
+                for (auto& [k_, c] : w.file_clients) actions.add(c, action::changed);
+            if ((ev.mask & IN_ISDIR) && ev.len > 0 && !w.dir_clients.empty()) {
+                const bool appeared = ev.mask & (IN_CREATE | IN_MOVED_TO);
+                if (appeared || (ev.mask & (IN_DELETE | IN_MOVED_FROM))) {
+                    std::string child(name, ::strnlen(name, ev.len));
+                    for (auto& [k_, c] : w.dir_clients)
+                        dir_actions.push_back({c, child, appeared ? (ev.mask & IN_MOVED_TO ? dir_action::moved_in
+                                                                                          : dir_action::created)
+                                                                  : dir_action::gone});
                 }
-                auto it = watches_.find(ev.wd);
-                if (it == watches_.end()) continue;
-                auto& w = it->second;
-                if (ev.mask & IN_MODIFY)
-                    for (auto& [k_, c] : w.file_clients) actions.add(c, action::changed);
-                if ((ev.mask & IN_ISDIR) && ev.len > 0 && !w.dir_clients.empty()) {
-                    const bool appeared = ev.mask & (IN_CREATE | IN_MOVED_TO);
-                    if (appeared || (ev.mask & (IN_DELETE | IN_MOVED_FROM))) {
-                        std::string child(name, ::strnlen(name, ev.len));
-                        for (auto& [k_, c] : w.dir_clients)
-                            dir_actions.push_back({c, child, appeared ? (ev.mask & IN_MOVED_TO ? dir_action::moved_in
-                                                                                              : dir_action::created)
-                                                                      : dir_action::gone});
-                    }
-                }
-                if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0 && w.children) {
-                    auto [b, e] = w.children->equal_range(std::string(name, ::strnlen(name, ev.len)));
-                    for (; b != e; ++b)
-                        if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second.client, action::removed);
-                }
-                if (ev.mask & IN_IGNORED) {
-                    // The kernel dropped the watch (its file or directory went away):
-                    // everyone who relied on it must check.
-                    for (auto& [k_, c] : w.file_clients) actions.add(c, action::lost);
-                    if (w.children)
-                        for (auto& [n_, k_] : *w.children)
-                            if (auto c = clients_.find(k_); c != clients_.end())
-                                actions.add(c->second.client, action::removed);
-                    watches_.erase(it);
-                }
+            }
+            if ((ev.mask & (IN_DELETE | IN_MOVED_FROM)) && ev.len > 0 && w.children) {
+                auto [b, e] = w.children->equal_range(std::string(name, ::strnlen(name, ev.len)));
+                for (; b != e; ++b)
+                    if (auto c = clients_.find(b->second); c != clients_.end()) actions.add(c->second.client, action::removed);
+            }
+            if (ev.mask & IN_IGNORED) {
+                // The kernel dropped the watch (its file or directory went away):
+                // everyone who relied on it must check.
+                for (auto& [k_, c] : w.file_clients) actions.add(c, action::lost);
+                if (w.children)
+                    for (auto& [n_, k_] : *w.children)
+                        if (auto c = clients_.find(k_); c != clients_.end())
+                            actions.add(c->second.client, action::removed);
+                watches_.erase(it);
             }
         }
         if (overflow) {

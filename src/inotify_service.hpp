@@ -7,7 +7,6 @@
 #include <boost/asio/execution_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
@@ -23,7 +22,8 @@
 
 namespace oomwatch::detail {
 
-/// What the service tells a watched cgroup. Called on the service's strand, never with
+/// What the service tells a watched cgroup. Called from the service's handlers (on any
+/// thread running the context, possibly two at once: a read's and the timer's), never with
 /// the service's lock held.
 class inotify_client {
 public:
@@ -41,7 +41,7 @@ public:
 };
 
 /// What the service tells a watched directory of a tree: its subdirectories come and go.
-/// Called on the service's strand, never with the service's lock held.
+/// Called as `inotify_client`'s functions are, never with the service's lock held.
 class inotify_dir_client {
 public:
     virtual ~inotify_dir_client() = default;
@@ -105,7 +105,7 @@ private:
     void shutdown() override;
     void start_reading();  // with m_ held
     void start_timer();    // with m_ held
-    void on_readable(boost::system::error_code ec);
+    void on_read(boost::system::error_code ec, std::size_t n);
     void on_timer(boost::system::error_code ec);
     void drop_watch_ref(int wd);  // with m_ held
     boost::system::error_code open_locked(const boost::asio::any_io_executor& ex);  // the instance, on first need
@@ -120,9 +120,14 @@ private:
     };
 
     mutable std::mutex m_;
-    std::optional<boost::asio::strand<boost::asio::any_io_executor>> strand_;
+    std::optional<boost::asio::any_io_executor> exec_;  // of the context; set with the first instance
     std::optional<boost::asio::posix::stream_descriptor> fd_;
     std::optional<boost::asio::steady_timer> timer_;
+    // What a read fills: room for many events (each at most 16 + NAME_MAX + 1 bytes).
+    struct read_buffer {
+        alignas(8) char bytes[16384];
+    };
+    std::unique_ptr<read_buffer> buf_;
     std::unordered_map<int, watch> watches_;
     std::unordered_map<std::uint64_t, client_entry> clients_;
     std::unordered_map<std::uint64_t, std::weak_ptr<inotify_dir_client>> dir_clients_;

@@ -29,7 +29,7 @@ void unique_fd::reset(int fd) noexcept {
 
 namespace {
 
-boost::system::error_code read_whole(const std::string& path, std::string& out, bool small) {
+boost::system::error_code read_whole(const std::string& path, std::string& out, bool small, ino_t* file_ino = nullptr) {
     out.clear();
     if (path.find('\0') != std::string::npos) return errno_code(EINVAL);
     unique_fd fd;
@@ -37,6 +37,11 @@ boost::system::error_code read_whole(const std::string& path, std::string& out, 
         fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     } while (!fd && errno == EINTR);
     if (!fd) return errno_code(errno);
+    if (file_ino) {
+        struct stat st{};
+        if (::fstat(fd.get(), &st) != 0) return errno_code(errno);
+        *file_ino = st.st_ino;
+    }
 
     // Read through a stack buffer and append: no zero-filling, and a caller that reuses
     // `out` (its capacity survives clear()) allocates nothing for small files.
@@ -74,8 +79,8 @@ boost::system::error_code read_file(const std::string& path, std::string& out) {
     return read_whole(path, out, false);
 }
 
-boost::system::error_code read_small_file(const std::string& path, std::string& out) {
-    return read_whole(path, out, true);
+boost::system::error_code read_small_file(const std::string& path, std::string& out, ino_t* file_ino) {
+    return read_whole(path, out, true, file_ino);
 }
 
 boost::system::error_code read_file(const std::filesystem::path& path, std::string& out) {

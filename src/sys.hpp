@@ -50,7 +50,8 @@ inline boost::system::error_code read_file(const char* path, std::string& out) {
 /// makes such a file whole on the first read (one seq_file record), so a read shorter
 /// than the 4 KiB buffer is taken as the end, saving the read that would return 0. Not
 /// for files of many records (mountinfo), whose reads may stop short before the end.
-boost::system::error_code read_small_file(const std::string& path, std::string& out);
+/// With `file_ino`, also the inode of the file read (fstat on the open descriptor).
+boost::system::error_code read_small_file(const std::string& path, std::string& out, ino_t* file_ino = nullptr);
 
 /// Whether a watched cgroup directory still exists: `alive` when `dir` is there with
 /// inode `ino`; `gone` when it is missing (ENOENT, ENODEV) or is a namesake with another

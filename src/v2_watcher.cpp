@@ -61,6 +61,7 @@ public:
             unregister();
             return ec;
         }
+        file_ino_ = read_ino_;  // the cgroup's own, checked by the stat of the directory before
         last_ = from_zero_ ? memory_counters{} : c;  // made after the tree started: all of it is news
         baseline = c;
         ready_ = true;
@@ -170,10 +171,14 @@ private:
         }
         stale_ = false;
         // The file read may be a namesake's, made after ours was removed: its counters
-        // are not ours.
-        if (gone()) {
-            finish_removed(sink);
-            return false;
+        // are not ours. The same file as before (by inode, from the open descriptor) is
+        // ours; another one sends us to the directory.
+        if (read_ino_ != file_ino_) {
+            if (gone()) {
+                finish_removed(sink);
+                return false;
+            }
+            file_ino_ = read_ino_;
         }
         if (watch_lost_) {
             // Still readable, yet the kernel dropped the watch: without one no change
@@ -267,7 +272,7 @@ private:
 
     error_code read_counters(memory_counters& c) {
         thread_local std::string text;  // its capacity is reused: no allocation per read
-        if (auto ec = read_small_file(file(), text)) return ec;
+        if (auto ec = read_small_file(file(), text, &read_ino_)) return ec;
         // The kernel writes the whole file, newline-terminated, and never drops a key:
         // anything shorter is torn (cut inside a number, or at a line end with keys
         // missing, which would read as 0) and would look like counters going down.
@@ -289,7 +294,9 @@ private:
     std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;
     memory_counters last_;
-    ino_t ino_ = 0;
+    ino_t ino_ = 0;       // the directory's
+    ino_t file_ino_ = 0;  // the counters file's, as last known to be ours
+    ino_t read_ino_ = 0;  // the counters file's, as the last read found it
     std::size_t lines_ = 0;  // lines of the last good read
     std::unique_ptr<asio::steady_timer> recheck_;  // made on first need: confirms a missing file
     const bool local_;           // memory.events.local, not memory.events

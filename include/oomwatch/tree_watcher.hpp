@@ -41,8 +41,9 @@ struct tree_options {
 
     /// Which descendants to watch (and report): called with each descendant's directory
     /// when it is found; false leaves it and everything below it out. Empty: all. The
-    /// root is always watched. Called on the watcher's executor (or the inotify service's
-    /// strand); it must not block.
+    /// root is always watched. Called in the constructor, and later from the handlers of
+    /// the execution context's inotify service (on any thread running the context); it
+    /// must not block, nor use the tree watcher.
     std::function<bool(const std::filesystem::path&)> filter;
 
     /// Take the root as a cgroup of this version without looking it up in the mount
