@@ -1,7 +1,9 @@
 // The kernel log parsers (src/detail/kmsg_parse.hpp): /dev/kmsg record framing and every
 // format of the OOM killer's lines from 4.x to 6.x. Each row names its source: a real
 // capture on this project's host (test/data/kmsg/, kernel 6.18, cgroup v1; made by
-// test/data/kmsg/capture-host) or the kernel source that prints the format.
+// test/data/kmsg/capture-host), a real capture from Debian's 6.1 kernel in qemu with
+// cgroup v2 (test/data/kmsg/vm61-v2-*; made by test/data/kmsg/capture-vm), or the kernel
+// source that prints the format.
 #include <oomwatch/error.hpp>
 
 #include "detail/kmsg_parse.hpp"
@@ -183,6 +185,13 @@ std::vector<line_case> invoked_cases() {
         {"6.18 host capture host-comm-escapes: '\\', ') (' and a tab in the comm",
          "x\\y) (z\tw invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
          invoked("x\\y) (z\tw", 0xcc0, "GFP_KERNEL", {}, 0, 0)},
+        {"6.1 VM capture vm61-v2-memcg-kill (cgroup v2)",
+         "dd invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+         invoked("dd", 0xcc0, "GFP_KERNEL", {}, 0, 0)},
+        {"6.1 VM capture vm61-v2-global-oom: a page fault's flags, oom_score_adj 1000",
+         "memhog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0, "
+         "oom_score_adj=1000",
+         invoked("memhog", 0x140dca, "GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO", {}, 0, 1000)},
         {"4.19 mm/oom_kill.c dump_header: nodemask= between gfp_mask and order (4.10 to 4.20)",
          "java invoked oom-killer: gfp_mask=0x6200ca(GFP_HIGHUSER_MOVABLE), nodemask=0-1,3, order=0, oom_score_adj=-999",
          invoked("java", 0x6200ca, "GFP_HIGHUSER_MOVABLE", "0-1,3"s, 0, -999)},
@@ -247,6 +256,22 @@ std::vector<line_case> summary_cases() {
              "/escapes,task_memcg=" + host_root + "/escapes,task=x\\y) (z\tw,pid=23791,uid=0",
          summary(memcg, "CONSTRAINT_MEMCG", "(null)", "/"s, "0"s, false, host_root + "/escapes",
                  host_root + "/escapes", "x\\y) (z\tw", 23791, 0)},
+        {"6.1 VM capture vm61-v2-memcg-kill (cgroup v2: paths from the cgroup2 root)",
+         "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/kill,task_memcg=/"
+         "kill,task=dd,pid=120,uid=0",
+         summary(memcg, "CONSTRAINT_MEMCG", "(null)", "/"s, "0"s, false, "/kill"s, "/kill"s, "dd", 120, 0)},
+        {"6.1 VM capture vm61-v2-parent-limit: the limit on /P, the victim in /P/child",
+         "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/P,task_memcg=/P/"
+         "child,task=dd,pid=130,uid=0",
+         summary(memcg, "CONSTRAINT_MEMCG", "(null)", "/"s, "0"s, false, "/P"s, "/P/child"s, "dd", 130, 0)},
+        {"6.1 VM capture vm61-v2-oom-group: the one summary of a group kill (names the first victim)",
+         "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/group,task_memcg=/"
+         "group,task=dd,pid=123,uid=0",
+         summary(memcg, "CONSTRAINT_MEMCG", "(null)", "/"s, "0"s, false, "/group"s, "/group"s, "dd", 123, 0)},
+        {"6.1 VM capture vm61-v2-global-oom: ,global_oom and the victim's cgroup",
+         "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/global,"
+         "task=memhog,pid=135,uid=0",
+         summary(none, "CONSTRAINT_NONE", "(null)", "/"s, "0"s, true, {}, "/global"s, "memhog", 135, 0)},
         {"5.0+ global OOM (mem_cgroup_print_oom_context: ,global_oom)",
          "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/user.slice/"
          "user-1000.slice/session-2.scope,task=stress,pid=4242,uid=1000",
@@ -382,6 +407,18 @@ std::vector<line_case> killed_cases() {
          "Memory cgroup out of memory: Killed process 23791 (x\\y) (z\tw) total-vm:82292kB, anon-rss:32512kB, "
          "file-rss:6740kB, shmem-rss:0kB, UID:0 pgtables:124kB oom_score_adj:0",
          killed("Memory cgroup out of memory", 23791, "x\\y) (z\tw", 82292, 32512, 6740, 0, 0, 124, 0)},
+        {"6.1 VM capture vm61-v2-memcg-kill (cgroup v2)",
+         "Memory cgroup out of memory: Killed process 120 (dd) total-vm:67796kB, anon-rss:32616kB, file-rss:4kB, "
+         "shmem-rss:1580kB, UID:0 pgtables:104kB oom_score_adj:0",
+         killed("Memory cgroup out of memory", 120, "dd", 67796, 32616, 4, 1580, 0, 104, 0)},
+        {"6.1 VM capture vm61-v2-oom-group: a sleeping member killed by the group scan",
+         "Memory cgroup out of memory: Killed process 124 (sleep) total-vm:2260kB, anon-rss:4kB, file-rss:0kB, "
+         "shmem-rss:0kB, UID:0 pgtables:28kB oom_score_adj:0",
+         killed("Memory cgroup out of memory", 124, "sleep", 2260, 4, 0, 0, 0, 28, 0)},
+        {"6.1 VM capture vm61-v2-global-oom",
+         "Out of memory: Killed process 135 (memhog) total-vm:437880kB, anon-rss:434748kB, file-rss:4kB, "
+         "shmem-rss:648kB, UID:0 pgtables:888kB oom_score_adj:1000",
+         killed("Out of memory", 135, "memhog", 437880, 434748, 4, 648, 0, 888, 1000)},
         {"5.4+ (5.10, 6.1 __oom_kill_process) global OOM",
          "Out of memory: Killed process 4242 (stress) total-vm:4195088kB, anon-rss:2884696kB, file-rss:288kB, "
          "shmem-rss:0kB, UID:1000 pgtables:5696kB oom_score_adj:872",
@@ -445,6 +482,13 @@ std::vector<line_case> killed_cases() {
 
 std::vector<line_case> other_cases() {
     return {
+        {"6.1 VM capture vm61-v2-oom-group (mem_cgroup_print_oom_group)",
+         "Tasks in /group are going to be killed due to memory.oom.group set", oom_group_line{"/group"}},
+        {"6.1 VM capture vm61-v2-global-oom: Mem-Info, one record with escaped newlines",
+         "active_anon:498 inactive_anon:108962 isolated_anon:0\n active_file:0 inactive_file:0 isolated_file:0",
+         std::nullopt},
+        {"6.1 VM capture vm61-v2-memcg-kill: the v2 memcg stats header", "Memory cgroup stats for /kill:",
+         std::nullopt},
         {"4.19+ mm/memcontrol.c mem_cgroup_print_oom_group",
          "Tasks in /test1 are going to be killed due to memory.oom.group set", oom_group_line{"/test1"}},
         {"mem_cgroup_print_oom_group: a path with spaces",
@@ -837,6 +881,131 @@ BOOST_DATA_TEST_CASE(host_captures, data::make(captures()), c) {
     BOOST_TEST(kill->reason == "Memory cgroup out of memory");
     BOOST_TEST(kill->uid.value_or(1) == 0u);
     BOOST_TEST(kill->anon_rss >= (31u << 20));  // the 32 MiB limit, nearly all of it anonymous
+}
+
+namespace {
+// A capture from Debian's 6.1 kernel with cgroup v2 (test/data/kmsg/capture-vm): what every
+// OOM line of it parses to, in log order.
+struct vm_capture_case {
+    const char* name;                   // vm61-v2-NAME.kmsg
+    std::string kinds;                  // the kind of each OOM line, in order (render's first word)
+    kmsg_constraint constraint;
+    bool global_oom;
+    std::optional<std::string> oom_memcg;
+    std::string task_memcg;
+    std::string invoked_comm;           // whose allocation failed
+    int invoked_adj;
+    std::string reason;                 // of every Killed process line
+    std::optional<std::string> group;   // the memory.oom.group line's cgroup
+    std::vector<std::pair<pid_t, std::string>> killed;  // every Killed process line, in order
+};
+std::ostream& operator<<(std::ostream& os, const vm_capture_case& c) { return os << c.name; }
+
+std::vector<vm_capture_case> vm_captures() {
+    const auto memcg = kmsg_constraint::memcg;
+    const std::string one = "invoked summary killed";
+    const std::string mc = "Memory cgroup out of memory";
+    return {
+        {"memcg-kill", one, memcg, false, "/kill"s, "/kill", "dd", 0, mc, {}, {{120, "dd"}}},
+        {"parent-limit", one, memcg, false, "/P"s, "/P/child", "dd", 0, mc, {}, {{130, "dd"}}},
+        // One summary for the group; the first victim is killed again by the group scan.
+        {"oom-group", "invoked summary killed group killed killed killed", memcg, false, "/group"s, "/group", "dd", 0,
+         mc, "/group"s, {{123, "dd"}, {123, "dd"}, {124, "sleep"}, {125, "sleep"}}},
+        {"global-oom", one, kmsg_constraint::none, true, {}, "/global", "memhog", 1000, "Out of memory", {},
+         {{135, "memhog"}}},
+    };
+}
+
+// "key value" lines (memory.events), or "label: key value" (the .vmstat files), as a map.
+std::map<std::string, std::uint64_t> counters(const std::string& text) {
+    std::map<std::string, std::uint64_t> m;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+        const auto sp = line.rfind(' ');
+        BOOST_TEST_REQUIRE(sp != std::string::npos, "line: " << line);
+        m[line.substr(0, sp)] = std::stoull(line.substr(sp + 1));
+    }
+    return m;
+}
+} // namespace
+
+BOOST_DATA_TEST_CASE(vm_v2_captures, data::make(vm_captures()), c) {
+    const std::string file = "vm61-v2-"s + c.name + ".kmsg";
+    const std::string stream = read_file(data_dir() / file);
+    auto records = split_kmsg_records(stream);
+    BOOST_TEST(records.size() > 40u);
+    std::string kinds;
+    std::vector<oom_summary_line> sums;
+    std::vector<killed_process_line> kills;
+    std::vector<oom_invoked_line> invs;
+    std::vector<oom_group_line> groups;
+    std::uint64_t last_seq = 0;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        auto r = parse_kmsg_record(records[i]);
+        BOOST_TEST_REQUIRE(r.has_value(), "record: " << records[i]);
+        if (i > 0) BOOST_TEST(r->seq == last_seq + 1);  // nothing lost, nothing else in between
+        last_seq = r->seq;
+        if (r->facility != 0) {
+            // Only the marker the capture wrote, first: the kill's records all have facility 0.
+            BOOST_TEST(i == 0u);
+            BOOST_TEST(r->message == "kmsgcap: vm61-v2-"s + c.name + " begin");
+            continue;
+        }
+        auto line = parse_oom_line(r->message);
+        if (!line) continue;
+        const std::string shown = render(line);
+        kinds += (kinds.empty() ? "" : " ") + shown.substr(0, shown.find(' '));
+        if (auto* s = std::get_if<oom_summary_line>(&*line)) sums.push_back(*s);
+        if (auto* k = std::get_if<killed_process_line>(&*line)) kills.push_back(*k);
+        if (auto* v = std::get_if<oom_invoked_line>(&*line)) invs.push_back(*v);
+        if (auto* g = std::get_if<oom_group_line>(&*line)) groups.push_back(*g);
+    }
+    BOOST_TEST(kinds == c.kinds);
+    BOOST_TEST_REQUIRE(sums.size() == 1u);
+    BOOST_TEST_REQUIRE(invs.size() == 1u);
+    BOOST_TEST_REQUIRE(!kills.empty());
+    BOOST_TEST(invs[0].comm == c.invoked_comm);
+    BOOST_TEST(invs[0].oom_score_adj == c.invoked_adj);
+    const auto& sum = sums[0];
+    BOOST_TEST((sum.constraint == c.constraint));
+    BOOST_TEST(sum.global_oom == c.global_oom);
+    BOOST_TEST(sum.oom_memcg.value_or("(none)") == c.oom_memcg.value_or("(none)"));
+    BOOST_TEST(sum.task_memcg.value_or("") == c.task_memcg);
+    // The summary names the first victim, the one the killer chose.
+    BOOST_TEST(sum.pid == kills[0].pid);
+    BOOST_TEST(sum.task == kills[0].comm);
+    BOOST_TEST(sum.uid == 0u);
+    BOOST_TEST_REQUIRE(kills.size() == c.killed.size());
+    for (std::size_t i = 0; i < kills.size(); ++i) {
+        BOOST_TEST_CONTEXT("Killed process line " << i) {
+            BOOST_TEST(kills[i].pid == c.killed[i].first);
+            BOOST_TEST(kills[i].comm == c.killed[i].second);
+            BOOST_TEST(kills[i].reason == c.reason);
+            BOOST_TEST(kills[i].uid.value_or(1) == 0u);
+            BOOST_TEST(kills[i].oom_score_adj.value_or(-1) == c.invoked_adj);
+        }
+    }
+    BOOST_TEST_REQUIRE(groups.size() == (c.group ? 1u : 0u));
+    if (c.group) BOOST_TEST(groups[0].cgroup == *c.group);
+}
+
+BOOST_AUTO_TEST_CASE(vm_v2_group_kill_counters_match_the_log) {
+    // memory.events of /group after the capture: oom_kill counts every Killed process line
+    // (the first victim twice: once chosen, once in the group scan), oom_group_kill the
+    // one "Tasks in ... memory.oom.group" line.
+    auto events = counters(read_file(data_dir() / "vm61-v2-oom-group.memory.events"));
+    BOOST_TEST(events["oom"] == 1u);
+    BOOST_TEST(events["oom_kill"] == 4u);
+    BOOST_TEST(events["oom_group_kill"] == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(vm_v2_global_oom_counts_one_kill_in_vmstat) {
+    // /proc/vmstat's oom_kill around the global OOM: one kill, one Killed process line.
+    auto v = counters(read_file(data_dir() / "vm61-v2-global-oom.vmstat"));
+    BOOST_TEST_REQUIRE(v.count("before: oom_kill") == 1u);
+    BOOST_TEST_REQUIRE(v.count("after: oom_kill") == 1u);
+    BOOST_TEST(v["after: oom_kill"] - v["before: oom_kill"] == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(every_truncation_of_a_capture_is_safe) {
