@@ -37,11 +37,21 @@ void backlog::add(const occurrence& o) {
     }
 }
 
+void backlog::pop_front() noexcept {
+    if (++head_ == queue_.size()) {
+        queue_.clear();  // keeps the capacity
+        head_ = 0;
+    } else if (head_ >= 64 && head_ * 2 >= queue_.size()) {
+        queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+    }
+}
+
 std::optional<oom_event> backlog::pop() {
-    while (!queue_.empty()) {
-        auto it = slots_.find(queue_.front());
+    while (!empty()) {
+        auto it = slots_.find(queue_[head_]);
         if (it == slots_.end()) {
-            queue_.pop_front();
+            pop_front();
             continue;
         }
         auto& sl = it->second;
@@ -63,14 +73,14 @@ std::optional<oom_event> backlog::pop() {
             bool more = false;
             for (auto c : sl.count) more |= c != 0;
             if (!more) {
-                queue_.pop_front();
+                pop_front();
                 sl.queued = false;
             }
             // That cgroup is over: its slot goes (a tree sees many come and go).
             if (ev.kind == event_kind::removed || ev.kind == event_kind::failed) slots_.erase(it);
             return ev;
         }
-        queue_.pop_front();  // nothing left in it (cannot happen: queued slots have counts)
+        pop_front();  // nothing left in it (cannot happen: queued slots have counts)
         sl.queued = false;
     }
     return std::nullopt;

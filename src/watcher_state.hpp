@@ -61,11 +61,12 @@ struct occurrence {
 class backlog {
 public:
     void add(const occurrence& o);
-    bool empty() const noexcept { return queue_.empty(); }
+    bool empty() const noexcept { return head_ == queue_.size(); }
     std::optional<oom_event> pop();
     void clear() noexcept {
         slots_.clear();
         queue_.clear();
+        head_ = 0;
     }
 
 private:
@@ -78,7 +79,11 @@ private:
         bool queued = false;
     };
     std::unordered_map<const event_source_info*, slot> slots_;
-    std::deque<const event_source_info*> queue_;
+    // A vector read from `head_`, not a std::deque, which allocates some 600 bytes as
+    // soon as it exists: every watcher and every subscriber has a backlog.
+    std::vector<const event_source_info*> queue_;
+    std::size_t head_ = 0;
+    void pop_front() noexcept;
 };
 
 /// Why a watch ended for good: the code, and the file or descriptor it concerns.
