@@ -145,6 +145,50 @@ BOOST_AUTO_TEST_CASE(all_captures_in_a_row_give_one_kill_each) {
     BOOST_TEST((pids == std::vector<pid_t>{23660, 23704, 23748, 23791}));
 }
 
+// The VM captures (kernel 6.1, cgroup v2; test/data/kmsg/capture-vm).
+BOOST_AUTO_TEST_CASE(vm_memory_oom_group_kill) {
+    // 3 tasks in /group: the kernel kills the chosen one, prints the group line, then
+    // kills every member, the chosen one again; memory.events says oom_kill 4 (in
+    // vm61-v2-oom-group.memory.events): one record per kill counted.
+    oom_report_assembler a;
+    auto kills = assemble_capture("vm61-v2-oom-group.kmsg", a);
+    BOOST_TEST_REQUIRE(kills.size() == 4u);
+    BOOST_TEST(kills[0].pid == 123);
+    BOOST_TEST(!kills[0].group);
+    BOOST_TEST(kills[0].task_memcg == "/group");
+    std::vector<pid_t> members;
+    for (std::size_t i = 1; i < kills.size(); ++i) {
+        members.push_back(kills[i].pid);
+        BOOST_TEST(kills[i].group);
+        BOOST_TEST(kills[i].group_memcg == "/group");
+        BOOST_TEST(kills[i].oom_memcg == "/group");
+    }
+    BOOST_TEST((members == std::vector<pid_t>{123, 124, 125}));
+    BOOST_TEST(kills[2].comm == "sleep");
+}
+
+BOOST_AUTO_TEST_CASE(vm_global_oom) {
+    oom_report_assembler a;
+    auto kills = assemble_capture("vm61-v2-global-oom.kmsg", a);
+    BOOST_TEST_REQUIRE(kills.size() == 1u);  // vmstat oom_kill rose by 1 (vm61-v2-global-oom.vmstat)
+    BOOST_TEST(kills[0].pid == 135);
+    BOOST_TEST((kills[0].constraint == kmsg_constraint::none));
+    BOOST_TEST(!kills[0].constraint_guessed);
+    BOOST_TEST(kills[0].oom_memcg.empty());
+    BOOST_TEST(kills[0].task_memcg == "/global");
+    BOOST_TEST((kills[0].oom_score_adj == std::optional<int>(1000)));
+}
+
+BOOST_AUTO_TEST_CASE(vm_memcg_and_parent_limit) {
+    oom_report_assembler a;
+    auto kills = assemble_capture("vm61-v2-memcg-kill.kmsg", a);
+    for (auto& k : assemble_capture("vm61-v2-parent-limit.kmsg", a)) kills.push_back(k);
+    BOOST_TEST_REQUIRE(kills.size() == 2u);
+    BOOST_TEST(kills[0].task_memcg == "/kill");
+    BOOST_TEST(kills[1].oom_memcg == "/P");
+    BOOST_TEST(kills[1].task_memcg == "/P/child");
+}
+
 // ---- sequences from the kernel source -----------------------------------------------------------
 
 // dump_header is rate limited (5 s / 10 reports), __oom_kill_process's line is not: a
