@@ -1,12 +1,11 @@
 #include "inotify_service.hpp"
 
+#include "detail/context_executor.hpp"
 #include "logger.hpp"
 #include "fault_injection.hpp"
 #include "sys.hpp"
 
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -67,17 +66,7 @@ error_code inotify_service::open_locked(const asio::any_io_executor& ex) {
     // A strand cost a trip through the scheduler on every event.
     const bool fresh = !exec_;
     try {
-        if (fresh) {
-            // The context's own executor, not the first caller's (which may be a strand
-            // of its handlers): the service serves every watcher on the context.
-            using io_ex = asio::io_context::executor_type;
-            if (auto* s = ex.target<asio::strand<io_ex>>())
-                exec_.emplace(s->get_inner_executor());
-            else if (auto* s2 = ex.target<asio::strand<asio::any_io_executor>>())
-                exec_.emplace(s2->get_inner_executor());
-            else
-                exec_.emplace(ex);
-        }
+        if (fresh) exec_.emplace(context_executor(ex));
         fd_.emplace(*exec_, fd.get());
         fd.release();
         if (fresh) timer_.emplace(*exec_);
