@@ -288,6 +288,7 @@ private:
             role.report_removed = !is_root;
             // Below the root, the parent's directory watch sees the name go.
             role.owner_sees_removal = parent_watched;
+            role.local_failure = !is_root;
             error_code ec;
             if (version_ == cgroup_version::v1) {
                 node->watch = start_v1_watch(ex_, state_, ec, std::move(role));

@@ -73,7 +73,7 @@ class v1_watch final : public source, public std::enable_shared_from_this<v1_wat
 public:
     v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink, node_role role)
         : src_(role.src ? std::move(role.src) : sink->root()), dir_(src_->cgroup), oom_control_(dir_ + "/memory.oom_control"),
-          efd_(ex), probe_(ex), settle_(ex), sink_(sink), observer_(std::move(role.observer)), report_removed_(role.report_removed),
+          efd_(ex), probe_(ex), settle_(ex), sink_(sink), observer_(std::move(role.observer)), report_removed_(role.report_removed), local_failure_(role.local_failure),
           from_zero_(role.from_zero) {}
 
     error_code start(memory_counters& baseline) {
@@ -330,8 +330,13 @@ private:
     }
 
     void fail(watcher_state& sink, const error_code& ec) {
-        OOMWATCH_LOG(error) << dir_ << ": reading the OOM eventfd failed: " << ec.message();
         shut_down();
+        if (local_failure_) {
+            OOMWATCH_LOG(warning) << dir_ << ": reading the OOM eventfd failed, no longer watched: " << ec.message();
+            sink.publish_skipped(src_, ec);
+            return;
+        }
+        OOMWATCH_LOG(error) << dir_ << ": reading the OOM eventfd failed: " << ec.message();
         sink.publish_failed(ec, dir_ + " (OOM eventfd)");
     }
 
@@ -377,6 +382,7 @@ private:
     std::weak_ptr<watcher_state> sink_;
     const std::weak_ptr<node_observer> observer_;
     const bool report_removed_;
+    const bool local_failure_;  // a failure of this watch alone is `skipped` for it (a tree's descendant)
     const bool from_zero_;
     std::uint64_t value_ = 0;
     std::uint64_t ooms_ = 0;  // v1 keeps no OOM counter: ours, since the watch started

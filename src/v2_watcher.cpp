@@ -41,7 +41,8 @@ public:
           local_(opts.counters == watch_options::scope::local),
           report_removed_(role.report_removed),
           from_zero_(role.from_zero),
-          watch_parent_(!role.owner_sees_removal) {}
+          watch_parent_(!role.owner_sees_removal),
+          local_failure_(role.local_failure) {}
 
     error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
         if (!ino_) {
@@ -121,7 +122,8 @@ public:
         std::lock_guard lk(m_);
         if (done_) return;
         registered_ = false;  // the instance and its watches are gone
-        if (auto sink = sink_.lock()) fail(*sink, ec, "inotify (watching " + file() + ")");
+        // The instance is everyone's: the whole watch ends, a tree's too.
+        if (auto sink = sink_.lock()) fail(*sink, ec, "inotify (watching " + file() + ")", /*global=*/true);
     }
 
 private:
@@ -241,10 +243,15 @@ private:
         if (auto o = observer_.lock()) o->on_end();
     }
 
-    void fail(watcher_state& sink, const error_code& ec, const std::string& what) {
-        OOMWATCH_LOG(error) << what << ": watch failed: " << ec.message();
+    void fail(watcher_state& sink, const error_code& ec, const std::string& what, bool global = false) {
         done_ = true;
         unregister();
+        if (local_failure_ && !global) {
+            OOMWATCH_LOG(warning) << what << ": no longer watched: " << ec.message();
+            sink.publish_skipped(src_, ec);
+            return;
+        }
+        OOMWATCH_LOG(error) << what << ": watch failed: " << ec.message();
         sink.publish_failed(ec, what);
     }
 
@@ -303,6 +310,7 @@ private:
     const bool report_removed_;
     const bool from_zero_;
     const bool watch_parent_;    // the service watches the parent for its removal (else the owner does)
+    const bool local_failure_;   // a failure of this watch alone is `skipped` for it (a tree's descendant)
     bool stale_ = false;     // the last read failed (not for a torn file): retry it
     bool watch_lost_ = false;  // the kernel dropped the file's watch: re-arm on the next good read
     bool recheck_armed_ = false;  // the file was missing with the cgroup there: look again

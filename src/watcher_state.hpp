@@ -152,6 +152,10 @@ struct node_role {
     // v2: the owner watches the parent directory and calls `maybe_removed()` when the
     // cgroup's name goes from it, so the source adds no watch of its own there.
     bool owner_sees_removal = false;
+    // A tree's descendant: a failure of this cgroup's watch alone (its counters file gone
+    // while the cgroup stays, an eventfd read error) is `skipped` for it, not the end of
+    // the whole watch.
+    bool local_failure = false;
 };
 
 /// A running source of events (v1 eventfd reader, v2 inotify registration).

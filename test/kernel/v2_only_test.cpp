@@ -442,6 +442,47 @@ BOOST_FIXTURE_TEST_CASE(disabling_the_controller_fails_the_watch, v2_fixture) {
     BOOST_TEST(!w.is_open());
 }
 
+// The same under a tree: the descendant that lost its controller is `skipped` (with the
+// reason) and the tree goes on reporting the others' kills.
+BOOST_FIXTURE_TEST_CASE(a_tree_skips_a_descendant_whose_controller_is_disabled_and_goes_on, v2_fixture) {
+    auto root = make("oomwatch-v2-treectl", 0);
+    auto a = root.create_child("a", 0);
+    BOOST_TEST_REQUIRE(a.has_value(), "cannot create a: " << a.error().message());
+    auto x = a->create_child("x", 0);
+    BOOST_TEST_REQUIRE(x.has_value(), "cannot create a/x: " << x.error().message());
+    auto b = root.create_child("b", oom_limit);
+    BOOST_TEST_REQUIRE(b.has_value(), "cannot create b: " << b.error().message());
+    tree_options o;
+    o.liveness_interval = std::chrono::milliseconds(200);
+    tree_watcher tw(ctx, root.path(), o);
+    BOOST_TEST_REQUIRE(tw.size() == 4u);
+    std::vector<oom_event> seen;
+    auto sub = tw.subscribe([&](const oom_event& ev) { seen.push_back(ev); });
+    run_ready(ctx);
+    BOOST_TEST_REQUIRE(!a->write_file("cgroup.subtree_control", "-memory"));
+    BOOST_TEST_REQUIRE(!fs::exists(x->path() / "memory.events.local"));
+    auto skipped_x = [&] {
+        return std::any_of(seen.begin(), seen.end(), [&](const oom_event& ev) {
+            return ev.kind == event_kind::skipped && ev.cgroup == x->path();
+        });
+    };
+    BOOST_TEST_REQUIRE(run_until(ctx, skipped_x, 5s), "no skipped event for a/x");
+    for (auto& ev : seen)
+        if (ev.kind == event_kind::skipped) BOOST_TEST((ev.error == error::counters_vanished));
+    BOOST_TEST(tw.is_open());
+    BOOST_TEST(!tw.failure().has_value());
+    oom_kill_one(b->path());
+    std::uint64_t kills_b = 0;
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        kills_b = 0;
+        for (auto& ev : seen)
+            if (ev.kind == event_kind::oom_kill && ev.cgroup == b->path()) kills_b += ev.count;
+        return kills_b >= 1;
+    }, 20s), "the tree stopped reporting after a/x was skipped");
+    BOOST_TEST(kills_b == 1u);
+    for (auto& ev : seen) BOOST_TEST((ev.kind != event_kind::failed));
+}
+
 // A tree of 1,000 cgroups on the one inotify instance: all found, kills in a few of them
 // (chosen at random; seed printed) reported exactly, once, at their cgroup.
 BOOST_FIXTURE_TEST_CASE(a_tree_of_a_thousand_cgroups_reports_exactly_its_kills, v2_fixture) {

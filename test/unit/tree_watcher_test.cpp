@@ -144,6 +144,31 @@ BOOST_FIXTURE_TEST_CASE(descendants_at_any_depth_are_found_and_each_kill_is_repo
     BOOST_TEST(!tw.is_open());
 }
 
+// A descendant whose counters file goes while it stays (its memory controller disabled
+// from above): `skipped` for it, with the reason, and the tree goes on. Before, one such
+// cgroup failed the whole tree.
+BOOST_FIXTURE_TEST_CASE(a_descendant_whose_counters_vanish_is_skipped_and_the_tree_goes_on, fixture) {
+    auto root = tree.make_cgroup("root");
+    auto a = make_fake(root, "a");
+    auto b = make_fake(root, "b");
+    tree_watcher tw(ctx, root, fake_tree_options());
+    tree_log log(tw);
+    log.arm();
+    fs::remove(a / "memory.events.local");
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(a, event_kind::skipped) == 1; }),
+                       "no skipped event for the cgroup that lost its counters");
+    auto skipped = std::find_if(log.order.begin(), log.order.end(),
+                                [](const oom_event& ev) { return ev.kind == event_kind::skipped; });
+    BOOST_TEST((skipped->error == error::counters_vanished));
+    BOOST_TEST(tw.is_open());
+    BOOST_TEST(!tw.failure().has_value());
+    set_local(b, with(1, 1));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(b, event_kind::oom_kill) == 1; }),
+                       "the tree stopped reporting after one descendant was skipped");
+    BOOST_TEST(!log.last_error);
+    for (auto& ev : log.order) BOOST_TEST((ev.kind != event_kind::failed));
+}
+
 BOOST_FIXTURE_TEST_CASE(created_depth_and_filter, fixture) {
     auto root = tree.make_cgroup("root");
     auto keep = make_fake(root, "keep");
