@@ -46,8 +46,10 @@ enum class event_kind : std::uint8_t {
     created,
     /// `tree_watcher` only, always reported: a descendant was found but cannot be watched
     /// (`oom_event::error` says why: a descriptor or inotify limit reached, permission
-    /// denied), or its new subdirectories cannot be found. The tree goes on with what it
-    /// has; nothing more is reported for that cgroup (or below it).
+    /// denied), or its new subdirectories cannot be found, or its watch ended on its own
+    /// (`error::counters_vanished`: its memory controller was disabled from above; an
+    /// eventfd read failed). The tree goes on with what it has; nothing more is reported
+    /// for that cgroup's counters.
     skipped,
 };
 
