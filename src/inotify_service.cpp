@@ -324,9 +324,16 @@ void inotify_service::on_read(error_code ec, std::size_t n) {
     error_code failure;
     {
         std::lock_guard lk(m_);
-        reading_ = false;
-        if (shut_down_ || !fd_) return;
+        // `reading_` stays set while this batch's clients are told (below), so that no
+        // other read starts meanwhile: without a strand, a second batch on another
+        // thread could otherwise overtake this one (a removal before the change that
+        // preceded it).
+        if (shut_down_ || !fd_) {
+            reading_ = false;
+            return;
+        }
         if (ec == asio::error::operation_aborted) {
+            reading_ = false;
             start_reading();  // resumes if clients came back after a cancel
             return;
         }
@@ -387,8 +394,19 @@ void inotify_service::on_read(error_code ec, std::size_t n) {
             }
             for (auto& [k_, c] : dir_clients_) dir_actions.push_back({c, {}, dir_action::rescan});
         }
-        if (!failure) start_reading();
+        if (failure) reading_ = false;
     }
+    // Reads again once the clients are told, even if one of them throws.
+    struct rearm {
+        inotify_service* self;
+        bool active;
+        ~rearm() {
+            if (!active) return;
+            std::lock_guard lk(self->m_);
+            self->reading_ = false;
+            if (!self->shut_down_) self->start_reading();
+        }
+    } again{this, !failure};
     actions.run();
     // After the counters: a removal is reported by the cgroup's own watch first.
     for (auto& a : dir_actions) {

@@ -120,7 +120,10 @@ BOOST_FIXTURE_TEST_CASE(a_forged_oom_line_gives_no_kill, reader) {
     BOOST_TEST_REQUIRE(f != nullptr);  // it was read, and dropped
     BOOST_TEST(f->facility == 1u);
     BOOST_TEST(f->level == 6u);
-    BOOST_TEST(client->kills.empty());
+    // Real kills elsewhere on the machine (other tests, other tenants) may be read
+    // meanwhile: none may be the forged one.
+    for (auto& k : client->kills)
+        BOOST_TEST(!(k.pid == 1234 && k.comm == "x"), "the forged kill was reported (seq " << k.seq << ")");
     BOOST_TEST(client->errors.empty());
     BOOST_TEST(svc.foreign_records() - foreign_before >= 4u);
 }
