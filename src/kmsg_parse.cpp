@@ -139,12 +139,18 @@ bool assign_number(std::optional<Stored>& slot, std::string_view value) {
     return true;
 }
 
+// The `REASON: ` before a line's phrase found at `at` (none when it starts the line):
+// false when what precedes the phrase is not a reason.
+bool take_reason(std::string_view line, std::size_t at, std::string& reason) {
+    if (at == 0) return true;
+    if (at < 3 || line.substr(at - 2, 2) != ": ") return false;
+    reason = std::string(line.substr(0, at - 2));
+    return true;
+}
+
 std::optional<oom_log_line> parse_killed(std::string_view line, std::size_t at) {
     killed_process_line k;
-    if (at > 0) {
-        if (at < 3 || line.substr(at - 2, 2) != ": ") return std::nullopt;
-        k.reason = std::string(line.substr(0, at - 2));
-    }
+    if (!take_reason(line, at, k.reason)) return std::nullopt;
     std::string_view rest = line.substr(at + std::string_view("Killed process ").size());
     auto tail = parse_pid_comm(rest, ") total-vm:", k.pid, k.comm);
     if (tail == std::string_view::npos) return std::nullopt;
@@ -355,10 +361,7 @@ std::optional<oom_log_line> parse_kill_choice(std::string_view line, std::size_t
 
 std::optional<oom_log_line> parse_victim_exiting(std::string_view line, std::size_t at) {
     victim_exiting_line v;
-    if (at > 0) {
-        if (at < 3 || line.substr(at - 2, 2) != ": ") return std::nullopt;
-        v.reason = std::string(line.substr(0, at - 2));
-    }
+    if (!take_reason(line, at, v.reason)) return std::nullopt;
     std::string_view rest = line.substr(at + std::string_view("OOM victim ").size());
     constexpr std::string_view term = ") is already exiting. Skip killing the task";
     auto end = parse_pid_comm(rest, term, v.pid, v.comm);
