@@ -135,6 +135,10 @@ worker_result run_worker(const run_context& rc, const std::string& kind, const s
                          int timeout_s);
 /// In a worker: prints `o` and exits at once (no destructors).
 [[noreturn]] void worker_exit(const json::object& o);
+/// In a worker: sleeps `seconds` and records what the other threads cost meanwhile (CPU,
+/// voluntary wake-ups) in `out` ("threads", "idle_s", "idle_cpu_ms", "idle_wakeups",
+/// "idle_wakeups_per_10s").
+void measure_idle(double seconds, json::object& out);
 /// Bytes malloc has handed out and not taken back (mallinfo2: all arenas, mmapped chunks).
 std::size_t heap_bytes();
 

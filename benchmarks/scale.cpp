@@ -75,6 +75,22 @@ std::size_t heap_bytes() {
     return m.uordblks + m.hblkhd;
 }
 
+void measure_idle(double seconds, json::object& out) {
+    const auto sw0 = other_threads_switches();
+    const auto cpu0 = cpu_seconds();
+    const auto ti0 = now_ns();
+    sleep_ns(static_cast<std::int64_t>(seconds * 1e9));
+    const auto ti1 = now_ns();
+    const auto cpu1 = cpu_seconds();
+    const auto sw1 = other_threads_switches();
+    const double idle_s = static_cast<double>(ti1 - ti0) / 1e9;
+    out["threads"] = sw1.threads;
+    out["idle_s"] = idle_s;
+    out["idle_cpu_ms"] = (cpu1 - cpu0) * 1e3;
+    out["idle_wakeups"] = sw1.voluntary - sw0.voluntary;
+    out["idle_wakeups_per_10s"] = static_cast<double>(sw1.voluntary - sw0.voluntary) * 10.0 / idle_s;
+}
+
 void worker_exit(const json::object& o) {
     auto s = json::serialize(o);
     std::fwrite(s.data(), 1, s.size(), stdout);
@@ -154,19 +170,7 @@ int scale_worker_main(int argc, char** argv) {
     out["heap_bytes_per_cgroup"] = (static_cast<double>(heap1) - static_cast<double>(heap0)) / static_cast<double>(a.n);
 
     // Idle: nothing changes; what does watching cost?
-    const auto sw0 = other_threads_switches();
-    const auto cpu0 = cpu_seconds();
-    const auto ti0 = now_ns();
-    sleep_ns(static_cast<std::int64_t>(a.idle * 1e9));
-    const auto ti1 = now_ns();
-    const auto cpu1 = cpu_seconds();
-    const auto sw1 = other_threads_switches();
-    const double idle_s = static_cast<double>(ti1 - ti0) / 1e9;
-    out["threads"] = sw1.threads;
-    out["idle_s"] = idle_s;
-    out["idle_cpu_ms"] = (cpu1 - cpu0) * 1e3;
-    out["idle_wakeups"] = sw1.voluntary - sw0.voluntary;
-    out["idle_wakeups_per_10s"] = static_cast<double>(sw1.voluntary - sw0.voluntary) * 10.0 / idle_s;
+    measure_idle(a.idle, out);
 
     // Kills on a random subset.
     std::vector<std::size_t> hit;

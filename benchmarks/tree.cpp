@@ -550,19 +550,7 @@ int tree_worker_main(int argc, char** argv) {
         out["heap_bytes_per_cgroup_armed"] = (static_cast<double>(heap_armed) - static_cast<double>(heap0)) / n;
         out["heap_bytes_per_cgroup"] = (static_cast<double>(heap1) - static_cast<double>(heap0)) / n;
 
-        const auto sw0 = other_threads_switches();
-        const auto cpu0 = cpu_seconds();
-        const auto ti0 = now_ns();
-        sleep_ns(static_cast<std::int64_t>(a.idle * 1e9));
-        const auto ti1 = now_ns();
-        const auto cpu1 = cpu_seconds();
-        const auto sw1 = other_threads_switches();
-        const double idle_s = static_cast<double>(ti1 - ti0) / 1e9;
-        out["threads"] = sw1.threads;
-        out["idle_s"] = idle_s;
-        out["idle_cpu_ms"] = (cpu1 - cpu0) * 1e3;
-        out["idle_wakeups"] = sw1.voluntary - sw0.voluntary;
-        out["idle_wakeups_per_10s"] = static_cast<double>(sw1.voluntary - sw0.voluntary) * 10.0 / idle_s;
+        measure_idle(a.idle, out);
 
         const std::size_t k = std::min(paths.size(), std::clamp<std::size_t>(paths.size() / 10, 3, 1000));
         std::vector<std::size_t> hit(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k));
