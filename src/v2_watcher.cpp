@@ -65,6 +65,7 @@ public:
         last_ = from_zero_ ? memory_counters{} : c;  // made after the tree started: all of it is news
         baseline = c;
         ready_ = true;
+        if (auto sink = sink_.lock()) sink->watch_victims(src_);
         if (from_zero_)
             if (auto sink = sink_.lock()) reread(*sink);
         return {};
@@ -74,6 +75,7 @@ public:
         std::lock_guard lk(m_);
         done_ = true;
         unregister();
+        unwatch_victims();
     }
 
     void refresh() noexcept override {
@@ -238,6 +240,7 @@ private:
         done_ = true;
         unregister();
         if (report_removed_) sink.publish_removed(src_, clock::now(), last_);
+        sink.unwatch_victims(src_);
         if (auto o = observer_.lock()) o->on_end();
     }
 
@@ -246,6 +249,11 @@ private:
         done_ = true;
         unregister();
         sink.publish_failed(ec, what);
+        sink.unwatch_victims(src_);
+    }
+
+    void unwatch_victims() noexcept {
+        if (auto sink = sink_.lock()) sink->unwatch_victims(src_);
     }
 
     void unregister() {
