@@ -127,7 +127,8 @@ victim_matcher::key victim_matcher::find(const kill_record& r) const {
 }
 
 void victim_matcher::expire(target& t, time_point now) {
-    while (!t.kept.empty() && now - t.kept.front().at > keep) t.kept.pop_front();
+    auto fresh = std::find_if(t.kept.begin(), t.kept.end(), [&](const kept_victim& k) { return now - k.at <= keep; });
+    t.kept.erase(t.kept.begin(), fresh);
     if (t.owed && now > t.owed_until) t.owed = 0;
 }
 
@@ -140,7 +141,7 @@ victim_matcher::key victim_matcher::on_record(const kill_record& r, time_point n
         --t->owed;  // the late record of a kill delivered without it
         return k;
     }
-    if (t->kept.size() >= max_kept) t->kept.pop_front();
+    if (t->kept.size() >= max_kept) t->kept.erase(t->kept.begin());
     t->kept.push_back({to_victim(r, h_), now});
     return k;
 }
@@ -150,13 +151,11 @@ std::uint64_t victim_matcher::take_into(key k, std::uint64_t n, time_point now, 
     if (it == targets_.end() || n == 0) return 0;
     auto& t = it->second;
     expire(t, now);
-    std::uint64_t got = 0;
-    while (got < n && !t.kept.empty()) {
-        out.push_back(std::move(t.kept.front().v));
-        t.kept.pop_front();
-        ++got;
-    }
-    return got;
+    const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(n, t.kept.size()));
+    for (std::size_t i = 0; i < m; ++i) out.push_back(std::move(t.kept[i].v));
+    t.kept.erase(t.kept.begin(), t.kept.begin() + static_cast<std::ptrdiff_t>(m));
+    if (t.kept.empty()) t.kept.shrink_to_fit();  // a tree's cgroups keep nothing between kills
+    return m;
 }
 
 std::vector<victim> victim_matcher::take(key k, std::uint64_t n, time_point now) {

@@ -15,7 +15,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -97,7 +96,9 @@ private:
     struct target {
         std::string hpath;
         bool hierarchical = false;
-        std::deque<kept_victim> kept;
+        // A vector, not a std::deque (which allocates some 600 bytes as soon as it
+        // exists): a tree has a target per cgroup, and nearly all keep nothing.
+        std::vector<kept_victim> kept;
         std::uint64_t owed = 0;  // given up on; their records may still come
         time_point owed_until{};
         std::uint64_t owed_logged_by = 0;  // ... logged no later than this

@@ -392,7 +392,9 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
 
     watch_options o;
     o.liveness_interval = std::chrono::hours(1);  // removal must come from the parent watch
-    { watcher warm(ctx, cgs[0].path(), o); }       // the shared inotify instance exists now
+    // The shared inotify instance and the kernel-log reader (victims) exist now; the
+    // reader closes with its last client, so this one stays until the count is taken.
+    watcher warm(ctx, cgs[0].path(), o);
     run_ready(ctx);
     const auto fds_before = open_fd_count();
 
@@ -406,6 +408,7 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
         subs.push_back(ws.back()->subscribe([&tallies, i](const oom_event& ev) { tallies[i].add(ev); }));
     }
     BOOST_TEST(open_fd_count() == fds_before, "descriptors grew with " << n << " watched cgroups");
+    warm.close();
 
     for (std::size_t i = 0; i < n; ++i)
         for (std::uint64_t k = 0; k < expected[i]; ++k) oom_kill_one(cgs[i].path());
