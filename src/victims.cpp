@@ -133,17 +133,44 @@ void victim_matcher::expire(target& t, time_point now) {
 }
 
 victim_matcher::key victim_matcher::on_record(const kill_record& r, time_point now) {
+    std::erase_if(unplaced_, [&](const unplaced_record& u) { return now - u.at > keep; });
     const key k = find(r);
-    if (!k) return nullptr;
+    if (!k) {
+        if (r.task_memcg.empty() && !r.group) {
+            if (unplaced_.size() >= max_unplaced) unplaced_.erase(unplaced_.begin());
+            unplaced_.push_back({r, now});
+        }
+        return nullptr;
+    }
+    if (r.group && !r.group_memcg.empty()) {
+        // The same task, logged before the group line without a cgroup: the group's.
+        auto u = std::find_if(unplaced_.begin(), unplaced_.end(),
+                              [&](const unplaced_record& x) { return x.r.pid == r.pid && x.r.seq < r.seq; });
+        if (u != unplaced_.end()) {
+            kill_record first = std::move(u->r);
+            unplaced_.erase(u);
+            first.group = true;
+            first.group_memcg = r.group_memcg;
+            if (find(first) == k) keep_for(k, first, now);
+        }
+    }
+    keep_for(k, r, now);
+    return k;
+}
+
+void victim_matcher::keep_for(key k, const kill_record& r, time_point now) {
     target* t = &targets_.at(k);
     expire(*t, now);
     if (t->owed && r.ts_usec <= t->owed_logged_by) {
         --t->owed;  // the late record of a kill delivered without it
-        return k;
+        return;
     }
     if (t->kept.size() >= max_kept) t->kept.erase(t->kept.begin());
-    t->kept.push_back({to_victim(r, h_), now});
-    return k;
+    auto v = to_victim(r, h_);
+    // In the log's order (a record placed late goes before those after it).
+    auto at = std::find_if(t->kept.begin(), t->kept.end(),
+                           [&](const kept_victim& x) { return x.v.kernel_seq > v.kernel_seq; });
+    t->kept.insert(at, kept_victim{std::move(v), now});
 }
 
 std::uint64_t victim_matcher::take_into(key k, std::uint64_t n, time_point now, std::vector<victim>& out) {

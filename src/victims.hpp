@@ -105,6 +105,19 @@ private:
     };
     void expire(target& t, time_point now);
     key find(const kill_record& r) const;
+    // Keeps `r` for `k`, in the log's order.
+    void keep_for(key k, const kill_record& r, time_point now);
+
+    // Records that name no cgroup (the OOM report rate limited, the victim gone before
+    // /proc could be read). The first victim of a memory.oom.group kill is one: it is
+    // logged again as a member of the group right after, and that record names the
+    // group's cgroup, which is then its place too.
+    struct unplaced_record {
+        kill_record r;
+        time_point at;
+    };
+    static constexpr std::size_t max_unplaced = 16;
+    std::vector<unplaced_record> unplaced_;
 
     hierarchy_view h_;
     std::unordered_map<key, target> targets_;

@@ -237,6 +237,28 @@ BOOST_AUTO_TEST_CASE(a_group_kill_lists_every_victim_on_oom_kill) {
     BOOST_TEST(g[0].unattributed == 0u);
 }
 
+// The same with the OOM report rate limited (as in a busy boot: 10 reports every 5 s):
+// the first victim's own record names no cgroup, the group's record of it does. It is
+// placed with the group, in the log's order; nothing is unattributed. Before, it was
+// left unattributed (found by the v2 VM run of CI).
+BOOST_AUTO_TEST_CASE(a_rate_limited_group_kill_still_places_its_first_victim) {
+    state_fixture f("/group", 10s, /*hierarchical=*/true, cgroup_version::v2);
+    auto records = capture("vm61-v2-oom-group.kmsg");
+    BOOST_TEST_REQUIRE(records.size() == 4u);
+    records[0].task_memcg.clear();  // no summary line: no cgroup
+    records[0].oom_memcg.clear();
+    records[0].report_matched = false;
+    f.st->publish(kills(4, 1, 1), with(1, 4, 1));
+    for (auto& r : records) f.st->on_kill(r);
+    auto ev = f.of(event_kind::oom_kill);
+    BOOST_TEST_REQUIRE(ev.size() == 1u);
+    BOOST_TEST((pids(ev[0]) == std::vector<pid_t>{123, 123, 124, 125}));
+    BOOST_TEST(ev[0].unattributed == 0u);
+    for (std::size_t i = 1; i < ev[0].victims.size(); ++i)
+        BOOST_TEST(ev[0].victims[i - 1].kernel_seq < ev[0].victims[i].kernel_seq);
+    BOOST_TEST(ev[0].victims[0].group_cgroup == std::filesystem::path(mnt + "/group"));
+}
+
 BOOST_AUTO_TEST_CASE(a_parent_limit_names_the_parent_and_matches_the_child) {
     // The 6.1 capture: limit on /P, victim in /P/child. A watcher on /P/child (local
     // counters) gets it; so does a hierarchical one on /P; a local one on /P does not.
