@@ -28,6 +28,16 @@ std::optional<event_kind> event_kind_from_string(std::string_view s) noexcept {
     return std::nullopt;
 }
 
+std::string_view to_string(oom_constraint c) noexcept {
+    switch (c) {
+    case oom_constraint::memcg: return "memcg";
+    case oom_constraint::global: return "global";
+    case oom_constraint::cpuset: return "cpuset";
+    case oom_constraint::mempolicy: return "mempolicy";
+    }
+    return "unknown";
+}
+
 std::uint64_t memory_counters::get(event_kind k) const noexcept {
     switch (k) {
     case event_kind::oom: return oom;

@@ -98,7 +98,8 @@ void kernel_log_service::close_locked() {
     reading_ = false;
 }
 
-std::uint64_t kernel_log_service::add(const asio::any_io_executor& ex, std::weak_ptr<kernel_log_client> client) {
+std::uint64_t kernel_log_service::add(const asio::any_io_executor& ex, std::weak_ptr<kernel_log_client> client,
+                                      error_code* why) {
     error_code ec;
     {
         std::lock_guard lk(m_);
@@ -110,9 +111,14 @@ std::uint64_t kernel_log_service::add(const asio::any_io_executor& ex, std::weak
             start_reading();
             return k;
         }
-        OOMWATCH_LOG(warning) << "kernel log: cannot open /dev/kmsg: " << ec.message()
-                              << "; OOM victims will not be named";
+        if (!open_failure_logged_) {
+            // Once: every watcher of the context would say the same.
+            open_failure_logged_ = true;
+            OOMWATCH_LOG(warning) << "kernel log: cannot open /dev/kmsg: " << ec.message()
+                                  << "; OOM victims will not be named (kills are still counted)";
+        }
     }
+    if (why) *why = ec;
     // Posted, not called: the caller may hold its own lock while it registers.
     asio::post(ex, [client = std::move(client), ec] {
         if (auto c = client.lock()) c->on_log_unavailable(ec);
@@ -289,6 +295,16 @@ void kernel_log_service::fill_from_proc(kill_record& k) {
     }
     auto path = memory_cgroup_path(*entries, *v2_hierarchy_);
     if (!path) return;
+    // Only while it lives: an exiting task has left its cgroups (cgroup_exit, before it
+    // becomes a zombie), and /proc shows the root then (seen on v1: `4:memory:/` for a
+    // zombie of a scratch cgroup). Its state is read after its cgroup, so a task not
+    // yet a zombie then was one whose cgroup was read before; the root is never taken.
+    std::string stat;
+    if (read_file(proc + "/stat", stat)) return;
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) return;
+    const char state = stat[close_paren + 2];
+    if (state == 'Z' || state == 'X' || *path == "/") return;
     if (k.group && !is_under(*path, k.group_memcg)) return;
     k.task_memcg = std::move(*path);
     k.task_memcg_from_proc = true;

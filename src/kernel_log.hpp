@@ -63,7 +63,10 @@ public:
     /// executor of this service's context. Returns the registration's key (never 0).
     /// When the log cannot be opened, the client's `on_log_unavailable` is posted to
     /// `ex` and the key is already void.
-    std::uint64_t add(const boost::asio::any_io_executor& ex, std::weak_ptr<kernel_log_client> client);
+    /// `why`, when given, is set to the error when the log cannot be opened (the key is 0).
+    /// That error is logged once per service (at `warning`), however many clients ask.
+    std::uint64_t add(const boost::asio::any_io_executor& ex, std::weak_ptr<kernel_log_client> client,
+                      boost::system::error_code* why = nullptr);
     /// Undoes `add` (a void key is ignored). With the last client gone the log is
     /// closed: the context can run out of work, and the next `add` starts at the end
     /// of the log again.
@@ -124,6 +127,7 @@ private:
     std::optional<bool> v2_hierarchy_;  // for the /proc lookups, found on first need
     bool reading_ = false;
     bool shut_down_ = false;
+    bool open_failure_logged_ = false;
 };
 
 } // namespace oomwatch::detail

@@ -669,7 +669,13 @@ void tree_watcher::open(const std::filesystem::path& root, const tree_options& o
         ec = loc.error();
         return;
     }
+    if (opts.victim_hold < std::chrono::milliseconds::zero()) {
+        ec = make_error_code(boost::system::errc::invalid_argument);
+        return;
+    }
     auto st = std::make_shared<detail::watcher_state>(ex_, loc->directory, loc->version, opts.kinds);
+    // Each cgroup's own counters: a kill is matched to the victim's cgroup alone.
+    if (opts.victims && !opts.force_version) detail::enable_victims_of(*st, opts.victim_hold, false);
     std::shared_ptr<detail::tree> t;
     try {
         t = std::make_shared<detail::tree>(ex_, st, opts, loc->version);
@@ -684,6 +690,7 @@ void tree_watcher::open(const std::filesystem::path& root, const tree_options& o
         return;
     }
     st->attach(t);
+    st->start_victims();
     state_ = std::move(st);
     tree_ = std::move(t);
     OOMWATCH_LOG(trace) << loc->directory.string() << ": watching the tree (cgroup v"
@@ -719,6 +726,10 @@ std::optional<cgroup_error> tree_watcher::failure() const {
     if (!f) return std::nullopt;
     return cgroup_error(f->ec, f->path);
 }
+
+bool tree_watcher::victims_available() const { return state_ && state_->victims_available(); }
+
+error_code tree_watcher::victims_error() const { return state_ ? state_->victims_error() : error_code{}; }
 
 void tree_watcher::async_next_event_impl(event_handler handler) {
     detail::async_next_of(ex_, state_, std::move(handler));

@@ -117,6 +117,7 @@ public:
             probe.release();
         }
         std::lock_guard lk(m_);
+        if (auto sink = sink_.lock()) sink->watch_victims(src_, weak_from_this());
         if (from_zero_ && c.oom_kill > 0 && !reread(0)) return {};
         read_next();
         return {};
@@ -125,6 +126,20 @@ public:
     void stop() noexcept override {
         std::lock_guard lk(m_);
         shut_down();
+    }
+
+    // The kernel log named a victim here: the kill is counted already (the kernel raises
+    // oom_kill before it logs the kill), so read it now rather than at the next step of
+    // the back-off after the OOM notification.
+    void kill_logged() noexcept override {
+        std::lock_guard lk(m_);
+        if (stopped_ || removing_) return;
+        if (!reread(0)) return;
+        if (settle_step_ < settle_steps && last_.oom_kill - kills_before_ >= unsettled_ && !last_.under_oom) {
+            settle_step_ = settle_steps;  // settled: the schedule's next step finds nothing to do
+            unsettled_ = 0;
+            settle_.cancel();
+        }
     }
 
 private:
@@ -342,6 +357,8 @@ private:
 
     // With m_ held.
     void shut_down() noexcept {
+        if (!stopped_)
+            if (auto sink = sink_.lock()) sink->unwatch_victims(src_);
         stopped_ = true;
         error_code ignored;
         // Closing the eventfds also unregisters them: the kernel sees POLLHUP and drops the events.

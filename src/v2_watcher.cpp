@@ -66,6 +66,7 @@ public:
         last_ = from_zero_ ? memory_counters{} : c;  // made after the tree started: all of it is news
         baseline = c;
         ready_ = true;
+        if (auto sink = sink_.lock()) sink->watch_victims(src_);
         if (from_zero_)
             if (auto sink = sink_.lock()) reread(*sink);
         return {};
@@ -75,6 +76,7 @@ public:
         std::lock_guard lk(m_);
         done_ = true;
         unregister();
+        unwatch_victims();
     }
 
     void refresh() noexcept override {
@@ -240,6 +242,7 @@ private:
         done_ = true;
         unregister();
         if (report_removed_) sink.publish_removed(src_, clock::now(), last_);
+        sink.unwatch_victims(src_);
         if (auto o = observer_.lock()) o->on_end();
     }
 
@@ -253,6 +256,11 @@ private:
         }
         OOMWATCH_LOG(error) << what << ": watch failed: " << ec.message();
         sink.publish_failed(ec, what);
+        sink.unwatch_victims(src_);
+    }
+
+    void unwatch_victims() noexcept {
+        if (auto sink = sink_.lock()) sink->unwatch_victims(src_);
     }
 
     void unregister() {

@@ -118,7 +118,16 @@ void watcher::open(const std::filesystem::path& dir, cgroup_version v, const wat
         OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: liveness_interval must be positive";
         return;
     }
+    if (opts.victim_hold < std::chrono::milliseconds::zero()) {
+        ec = make_error_code(boost::system::errc::invalid_argument);
+        OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: victim_hold must not be negative";
+        return;
+    }
     auto st = std::make_shared<detail::watcher_state>(ex_, dir, v, opts.kinds);
+    // Victims only for a cgroup of the mounted hierarchy: a forced folder has no kernel log.
+    if (opts.victims && !opts.force_version)
+        detail::enable_victims_of(*st, opts.victim_hold,
+                                  v == cgroup_version::v2 && opts.counters == watch_options::scope::hierarchical);
     auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, st, ec)
                                        : detail::start_v2_watch(ex_, opts, st, ec);
     if (ec) {
@@ -126,6 +135,7 @@ void watcher::open(const std::filesystem::path& dir, cgroup_version v, const wat
         return;
     }
     st->attach(std::move(src));
+    st->start_victims();
     state_ = std::move(st);
     OOMWATCH_LOG(trace) << dir.string() << ": watching (cgroup v" << static_cast<int>(v) << ")";
 }
@@ -150,6 +160,10 @@ const std::filesystem::path& watcher::cgroup() const noexcept { return state_ ? 
 cgroup_version watcher::version() const noexcept { return state_ ? state_->version() : cgroup_version::v1; }
 
 memory_counters watcher::counters() const { return state_ ? state_->counters() : memory_counters{}; }
+
+bool watcher::victims_available() const { return state_ && state_->victims_available(); }
+
+error_code watcher::victims_error() const { return state_ ? state_->victims_error() : error_code{}; }
 
 void watcher::async_next_event_impl(event_handler handler) { detail::async_next_of(ex_, state_, std::move(handler)); }
 
@@ -176,6 +190,15 @@ void watcher::close() {
 }
 
 namespace detail {
+
+void enable_victims_of(watcher_state& st, std::chrono::milliseconds hold, bool root_hierarchical) {
+    auto h = find_memory_hierarchy();
+    if (!h) {
+        OOMWATCH_LOG(debug) << st.cgroup().string() << ": no victims: " << h.error().message();
+        return;
+    }
+    st.enable_victims(hierarchy_view{h->mount_point.native(), h->root}, hold, root_hierarchical);
+}
 
 void async_next_of(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& st, event_handler handler) {
     if (!st) {

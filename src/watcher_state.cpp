@@ -8,6 +8,14 @@
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/asio/query.hpp>
+#include <boost/asio/execution/context.hpp>
+
+#include "logger.hpp"
+
+#include <algorithm>
+
+#include <time.h>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -30,6 +38,15 @@ void backlog::add(const occurrence& o) {
     for (std::size_t i = 0; i < event_kind_count; ++i) put(i, o.d.by_kind[i]);
     if (o.end) put(static_cast<std::size_t>(*o.end), 1);
     if (o.error) sl.error = o.error;  // for `failed` and `skipped`
+    if (o.d.get(event_kind::oom_kill) != 0) {
+        for (const auto& v : o.victims) {
+            if (sl.victims.size() < max_victims_per_event)
+                sl.victims.push_back(v);
+            else
+                ++sl.unattributed;  // bounded: a consumer far behind keeps counts, not names
+        }
+        sl.unattributed += o.unattributed;
+    }
     sl.counters = o.counters;
     if (!sl.queued) {
         sl.queued = true;
@@ -69,6 +86,12 @@ std::optional<oom_event> backlog::pop() {
             ev.version = sl.src->version;
             ev.origin = sl.src->origin;
             if (ev.kind == event_kind::failed || ev.kind == event_kind::skipped) ev.error = sl.error;
+            if (ev.kind == event_kind::oom_kill) {
+                ev.victims = std::move(sl.victims);
+                sl.victims.clear();
+                ev.unattributed = sl.unattributed;
+                sl.unattributed = 0;
+            }
             sl.count[i] = 0;
             bool more = false;
             for (auto c : sl.count) more |= c != 0;
@@ -179,12 +202,21 @@ void watcher_state::publish(const source_ref& src, const counter_delta& d, const
     std::unique_lock lk(m_);
     if (phase_ != phase::open) return;
     if (src == root_) counters_ = c;
-    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}}, lk);
+    route_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}, {}, 0}, lk);
 }
 
 void watcher_state::publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c) {
     std::unique_lock lk(m_);
-    publish_locked(occurrence{src, {}, event_kind::removed, src == root_ ? counters_ : c, when, {}}, lk);
+    occurrence o{src, {}, event_kind::removed, src == root_ ? counters_ : c, when, {}, {}, 0};
+    if (src == root_) {
+        // The last event: whatever waits for its victims goes first, without them.
+        release_held_locked(std::chrono::steady_clock::now(), true);
+        const auto log_key = end_victims_locked();
+        publish_locked(std::move(o), lk);
+        stop_log(log_key);
+        return;
+    }
+    route_locked(std::move(o), lk);  // behind that cgroup's held events, if any
 }
 
 void watcher_state::publish_created(const source_ref& src, const memory_counters& c) {
@@ -192,24 +224,33 @@ void watcher_state::publish_created(const source_ref& src, const memory_counters
     if (!kinds_.contains(event_kind::created)) return;
     counter_delta d;
     d.by_kind[static_cast<std::size_t>(event_kind::created)] = 1;
-    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}}, lk);
+    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}, {}, 0}, lk);
 }
 
 void watcher_state::publish_skipped(const source_ref& src, error_code ec) {
     std::unique_lock lk(m_);
     counter_delta d;
     d.by_kind[static_cast<std::size_t>(event_kind::skipped)] = 1;
-    publish_locked(occurrence{src, d, std::nullopt, {}, clock::now(), ec}, lk);
+    publish_locked(occurrence{src, d, std::nullopt, {}, clock::now(), ec, {}, 0}, lk);
 }
 
 void watcher_state::publish_failed(error_code ec, std::string path) {
     std::unique_lock lk(m_);
     if (phase_ != phase::open) return;
     failure_ = failure_info{ec, std::move(path)};
-    publish_locked(occurrence{root_, {}, event_kind::failed, counters_, clock::now(), ec}, lk);
+    release_held_locked(std::chrono::steady_clock::now(), true);
+    const auto log_key = end_victims_locked();
+    publish_locked(occurrence{root_, {}, event_kind::failed, counters_, clock::now(), ec, {}, 0}, lk);
+    stop_log(log_key);
 }
 
 void watcher_state::publish_locked(occurrence o, std::unique_lock<std::mutex>& lk) {
+    if (phase_ != phase::open) return;
+    enqueue_locked(std::move(o));
+    wake_waiter(lk);
+}
+
+void watcher_state::enqueue_locked(occurrence o) {
     if (phase_ != phase::open) return;
     for (std::size_t i = 0; i < event_kind_count; ++i)  // only the kinds asked for
         if (!kinds_.contains(static_cast<event_kind>(i))) o.d.by_kind[i] = 0;
@@ -221,9 +262,12 @@ void watcher_state::publish_locked(occurrence o, std::unique_lock<std::mutex>& l
     std::erase_if(subscribers_, [](const std::weak_ptr<subscriber>& w) { return w.expired(); });
     for (auto& w : subscribers_)
         if (auto s = w.lock()) s->publish(o);
+}
 
-    auto h = take_waiter_locked();
-    std::optional<oom_event> ev = h ? pop_event_locked() : std::nullopt;
+void watcher_state::wake_waiter(std::unique_lock<std::mutex>& lk) {
+    std::optional<taken_waiter> h;
+    std::optional<oom_event> ev;
+    if (waiter_ && (ev = pop_event_locked())) h = take_waiter_locked();
     lk.unlock();
     if (h) {
         error_code ec = ev->kind == event_kind::failed ? ev->error : error_code{};
@@ -323,7 +367,9 @@ void watcher_state::close() {
     auto subs = std::move(subscribers_);
     subscribers_.clear();
     auto src = std::move(source_);
+    const auto log_key = end_victims_locked();
     lk.unlock();
+    stop_log(log_key);
     if (src) src->stop();
     // Not under m_: a handler that is running may call into this watcher.
     for (auto& w : subs)
@@ -346,7 +392,7 @@ std::shared_ptr<subscriber> watcher_state::subscribe(asio::any_io_executor ex, s
     case phase::finished:
         // Subscribed after the end: tell it, rather than leave it waiting.
         s->publish(occurrence{root_, {}, failure_ ? event_kind::failed : event_kind::removed, counters_, clock::now(),
-                              failure_ ? failure_->ec : error_code{}});
+                              failure_ ? failure_->ec : error_code{}, {}, 0});
         break;
     case phase::closed:
         s->deactivate(false);
@@ -368,6 +414,208 @@ void watcher_state::prune_locked() {
     resets_since_prune_ = 0;
     // Give memory back after a crowd of subscribers left.
     if (subscribers_.capacity() > 16 && subscribers_.size() < subscribers_.capacity() / 4) subscribers_.shrink_to_fit();
+}
+
+// ---- victims ------------------------------------------------------------------------
+
+namespace {
+
+// The kernel timestamp (local_clock, taken as CLOCK_MONOTONIC) by which the records of
+// kills given up on now were logged: they were logged as their count rose, before it was
+// read, `read_ago` or more before now; a later kill's record is logged after now. Half
+// the hold is the margin against the two clocks' offset (a few ms).
+std::uint64_t logged_by_usec(std::chrono::milliseconds margin) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const auto now = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000u + static_cast<std::uint64_t>(ts.tv_nsec) / 1000u;
+    const auto m = static_cast<std::uint64_t>(std::max<std::int64_t>(margin.count(), 2)) * 1000u;
+    return now > m ? now - m : 0;
+}
+
+} // namespace
+
+void watcher_state::enable_victims(hierarchy_view h, std::chrono::milliseconds hold, bool root_hierarchical) {
+    std::lock_guard lk(m_);
+    matcher_.emplace(std::move(h));
+    hold_ = hold;
+    root_hierarchical_ = root_hierarchical;
+    victims_wanted_ = true;
+}
+
+void watcher_state::start_victims() {
+    {
+        std::lock_guard lk(m_);
+        if (!matcher_ || log_key_ || phase_ == phase::closed) return;
+    }
+    auto& svc = asio::use_service<kernel_log_service>(asio::query(ex_, asio::execution::context));
+    error_code ec;
+    const auto key = svc.add(ex_, std::weak_ptr<kernel_log_client>(shared_from_this()), &ec);
+    std::unique_lock lk(m_);
+    if (!key) {
+        victims_off_locked(ec);
+        return;
+    }
+    if (phase_ != phase::open || !matcher_) {  // ended, closed, or the log failed meanwhile
+        lk.unlock();
+        svc.remove(key);
+        return;
+    }
+    log_key_ = key;
+}
+
+void watcher_state::watch_victims(const source_ref& src, std::weak_ptr<source> poke) {
+    std::lock_guard lk(m_);
+    if (!matcher_) return;
+    const bool hierarchical = src == root_ && root_hierarchical_;
+    if (!matcher_->add_target(src.get(), src->cgroup, hierarchical)) return;
+    if (!poke.expired()) pokes_[src.get()] = std::move(poke);
+}
+
+void watcher_state::unwatch_victims(const source_ref& src) noexcept {
+    std::lock_guard lk(m_);
+    if (matcher_) matcher_->remove_target(src.get());
+    pokes_.erase(src.get());
+}
+
+bool watcher_state::victims_available() const {
+    std::lock_guard lk(m_);
+    return matcher_.has_value() && phase_ != phase::closed;
+}
+
+error_code watcher_state::victims_error() const {
+    std::lock_guard lk(m_);
+    return victims_error_;
+}
+
+std::size_t watcher_state::held_count() const {
+    std::lock_guard lk(m_);
+    return held_.size();
+}
+
+std::uint64_t watcher_state::end_victims_locked() {
+    // The watch is over: nothing more to match, and the kernel log must not keep the
+    // execution context busy (its run() returns once every watch ended).
+    held_.clear();
+    if (hold_timer_) hold_timer_->cancel();
+    timer_due_.reset();
+    return std::exchange(log_key_, 0);
+}
+
+void watcher_state::stop_log(std::uint64_t log_key) {
+    if (log_key) asio::use_service<kernel_log_service>(asio::query(ex_, asio::execution::context)).remove(log_key);
+}
+
+void watcher_state::victims_off_locked(const error_code& ec) {
+    if (!victims_wanted_) return;
+    if (!victims_error_) victims_error_ = ec;
+    // Counts go on exactly; what waited for its victims goes now, without them.
+    release_held_locked(std::chrono::steady_clock::now(), true);
+    matcher_.reset();
+    pokes_.clear();
+    log_key_ = 0;  // the service forgot it
+}
+
+void watcher_state::on_log_unavailable(const error_code& ec) {
+    std::unique_lock lk(m_);
+    victims_off_locked(ec);
+    wake_waiter(lk);
+}
+
+void watcher_state::on_kill(const kill_record& k) {
+    std::unique_lock lk(m_);
+    if (!matcher_ || phase_ != phase::open) return;
+    const auto now = std::chrono::steady_clock::now();
+    auto key = matcher_->on_record(k, now);
+    OOMWATCH_LOG(trace) << cgroup_.native() << ": kernel log: pid " << k.pid << " killed in '" << k.task_memcg
+                        << "'" << (k.group ? " (group " + k.group_memcg + ")" : std::string())
+                        << (key ? ": ours" : ": not ours");
+    if (!key) return;
+    // The earliest held count of that cgroup still missing victims gets it.
+    for (auto& h : held_) {
+        if (h.o.src.get() != key) continue;
+        if (h.missing == 0) continue;
+        h.missing -= matcher_->take_into(key, h.missing, now, h.o.victims);
+        break;
+    }
+    release_held_locked(now, false);
+    std::shared_ptr<source> poke;
+    if (auto p = pokes_.find(static_cast<const event_source_info*>(key)); p != pokes_.end()) poke = p->second.lock();
+    wake_waiter(lk);  // unlocks
+    // v1 has no notification of the kill itself: the record is the first sign of it.
+    if (poke) poke->kill_logged();
+}
+
+void watcher_state::route_locked(occurrence o, std::unique_lock<std::mutex>& lk) {
+    const std::uint64_t kills = kinds_.contains(event_kind::oom_kill) ? o.d.get(event_kind::oom_kill) : 0;
+    const bool matched = matcher_ && matcher_->has_target(o.src.get());
+    if (!matched) {
+        // No victims for it: unattributed, at no cost.
+        o.unattributed = kills;
+        publish_locked(std::move(o), lk);
+        return;
+    }
+    const bool behind = std::any_of(held_.begin(), held_.end(), [&](const held_occurrence& h) { return h.o.src == o.src; });
+    const auto now = std::chrono::steady_clock::now();
+    std::uint64_t missing = kills;
+    // Behind a held one, the records go to that one first.
+    if (kills && !behind) missing -= matcher_->take_into(o.src.get(), kills, now, o.victims);
+    if (behind || (missing && hold_.count() > 0)) {
+        if (missing && !behind)
+            OOMWATCH_LOG(trace) << o.src->cgroup << ": " << missing << " kill(s) wait for their kernel log records";
+        held_.push_back(held_occurrence{std::move(o), missing, now + hold_});
+        arm_hold_timer_locked();
+        return;
+    }
+    if (missing) matcher_->give_up(o.src.get(), missing, now, logged_by_usec(std::chrono::milliseconds(0)));
+    o.unattributed = missing;
+    publish_locked(std::move(o), lk);
+}
+
+void watcher_state::release_held_locked(std::chrono::steady_clock::time_point now, bool all) {
+    // In order; an occurrence goes only when every earlier one of its cgroup went.
+    std::vector<const event_source_info*> blocked;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < held_.size(); ++i) {
+        auto& h = held_[i];
+        const bool is_blocked = std::find(blocked.begin(), blocked.end(), h.o.src.get()) != blocked.end();
+        if (!is_blocked && (all || h.missing == 0 || h.due <= now)) {
+            if (h.missing) {
+                if (matcher_) matcher_->give_up(h.o.src.get(), h.missing, now, logged_by_usec(hold_ / 2));
+                h.o.unattributed = h.missing;
+                OOMWATCH_LOG(debug) << h.o.src->cgroup << ": " << h.missing
+                                    << " kill(s) delivered without their kernel log records";
+            }
+            enqueue_locked(std::move(h.o));
+            continue;
+        }
+        if (!is_blocked) blocked.push_back(h.o.src.get());
+        if (kept != i) held_[kept] = std::move(h);
+        ++kept;
+    }
+    held_.resize(kept);
+}
+
+void watcher_state::arm_hold_timer_locked() {
+    if (held_.empty()) return;
+    auto due = held_.front().due;
+    for (auto& h : held_) due = std::min(due, h.due);
+    if (timer_due_ && *timer_due_ <= due) return;  // armed for earlier: it re-arms
+    if (!hold_timer_) hold_timer_ = std::make_unique<asio::steady_timer>(ex_);
+    timer_due_ = due;
+    hold_timer_->expires_at(due);
+    hold_timer_->async_wait([w = weak_from_this()](error_code ec) {
+        if (ec) return;
+        if (auto s = w.lock()) s->on_hold_timer();
+    });
+}
+
+void watcher_state::on_hold_timer() {
+    std::unique_lock lk(m_);
+    timer_due_.reset();
+    if (phase_ != phase::open) return;
+    release_held_locked(std::chrono::steady_clock::now(), false);
+    arm_hold_timer_locked();
+    wake_waiter(lk);
 }
 
 memory_counters watcher_state::counters() const {

@@ -6,11 +6,14 @@
 #include <oomwatch/event.hpp>
 
 #include "detail/parse.hpp"
+#include "kernel_log.hpp"
+#include "victims.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <array>
@@ -52,6 +55,9 @@ struct occurrence {
     memory_counters counters;  // as read for the newest of them
     clock::time_point when;
     boost::system::error_code error;
+    // The `oom_kill` count's victims, and how many of it have none (see oom_event).
+    std::vector<victim> victims;
+    std::uint64_t unattributed = 0;
 };
 
 /// Occurrences not yet delivered to one consumer: per cgroup one slot per kind, so
@@ -76,6 +82,8 @@ private:
         std::array<clock::time_point, event_kind_count> first{};
         memory_counters counters;
         boost::system::error_code error;
+        std::vector<victim> victims;  // of the oom_kill count, at most max_victims_per_event
+        std::uint64_t unattributed = 0;
         bool queued = false;
     };
     std::unordered_map<const event_source_info*, slot> slots_;
@@ -169,9 +177,13 @@ public:
     /// The cgroup's name went from its parent directory: check whether it is gone (v2
     /// with `owner_sees_removal`; a no-op elsewhere).
     virtual void maybe_removed() noexcept {}
+    /// The kernel log named a victim of a kill in this cgroup: the kill is counted
+    /// already, re-read now (v1, which has no notification of the kill itself; a no-op
+    /// elsewhere). Called without the state's lock.
+    virtual void kill_logged() noexcept {}
 };
 
-class watcher_state : public std::enable_shared_from_this<watcher_state> {
+class watcher_state : public kernel_log_client, public std::enable_shared_from_this<watcher_state> {
 public:
     watcher_state(boost::asio::any_io_executor ex, std::filesystem::path cgroup, cgroup_version v,
                   kind_set kinds);
@@ -200,7 +212,30 @@ public:
     /// once the events before it are delivered. The source stops itself.
     void publish_failed(boost::system::error_code ec, std::string path);
 
+    /// The victims of `src`'s kills are wanted (a no-op unless `enable_victims` was
+    /// called): kill records of its cgroup go to its `oom_kill` counts; `poke` is told
+    /// of each at once (`source::kill_logged`). Called by a source once it has read its
+    /// baseline; `unwatch_victims` when it stops.
+    void watch_victims(const source_ref& src, std::weak_ptr<source> poke = {});
+    void unwatch_victims(const source_ref& src) noexcept;
+
     // --- called by the watcher ----------------------------------------------------
+    /// Names the victims of kills, matched in the hierarchy mounted as `h` (before the
+    /// sources start). `root_hierarchical`: the root's counters count its descendants'
+    /// kills too (a v2 watcher's memory.events).
+    void enable_victims(hierarchy_view h, std::chrono::milliseconds hold, bool root_hierarchical);
+    /// Registers with the execution context's kernel log (after the sources started,
+    /// so that no record of a kill in their baselines is read).
+    void start_victims();
+    bool victims_available() const;
+    boost::system::error_code victims_error() const;
+    /// Counts waiting for their victims (for tests).
+    std::size_t held_count() const;
+
+    // kernel_log_client
+    void on_kill(const kill_record& k) override;
+    void on_log_unavailable(const boost::system::error_code& ec) override;
+
     void attach(std::shared_ptr<source> s);
     void async_next(event_handler h);
     void cancel_wait();
@@ -217,6 +252,19 @@ public:
 private:
     enum class phase { open, removed, failed, finished, closed };
     void publish_locked(occurrence o, std::unique_lock<std::mutex>& lk);
+    // Into the backlogs, without waking the waiter.
+    void enqueue_locked(occurrence o);
+    void wake_waiter(std::unique_lock<std::mutex>& lk);
+    // Victims: attaches them to `o` or holds it for them, else publishes it.
+    void route_locked(occurrence o, std::unique_lock<std::mutex>& lk);
+    // Publishes the held occurrences that are complete or due (`all`: every one).
+    void release_held_locked(std::chrono::steady_clock::time_point now, bool all);
+    void arm_hold_timer_locked();
+    void on_hold_timer();
+    void victims_off_locked(const boost::system::error_code& ec);
+    // The watch ended or was closed: the log registration to undo (outside the lock).
+    std::uint64_t end_victims_locked();
+    void stop_log(std::uint64_t log_key);
     std::optional<oom_event> pop_event_locked();
     void prune_locked();
     // The waiting handler, and the work it keeps on its executor.
@@ -246,7 +294,30 @@ private:
     std::vector<std::weak_ptr<subscriber>> subscribers_;
     std::size_t resets_since_prune_ = 0;
     std::shared_ptr<source> source_;
+
+    // Victims (issue 10). Null matcher: victims off (not asked for, a fake cgroup, or
+    // the kernel log unreadable): every kill unattributed.
+    std::optional<victim_matcher> matcher_;
+    std::chrono::milliseconds hold_{0};
+    bool root_hierarchical_ = false;
+    bool victims_wanted_ = false;
+    boost::system::error_code victims_error_;
+    std::uint64_t log_key_ = 0;  // the kernel log registration
+    std::unordered_map<const event_source_info*, std::weak_ptr<source>> pokes_;
+    struct held_occurrence {
+        occurrence o;
+        std::uint64_t missing = 0;  // kills still without their record
+        std::chrono::steady_clock::time_point due;
+    };
+    // In publishing order; an occurrence waits behind an earlier one of its cgroup.
+    std::vector<held_occurrence> held_;
+    std::unique_ptr<boost::asio::steady_timer> hold_timer_;  // made on first need
+    std::optional<std::chrono::steady_clock::time_point> timer_due_;
 };
+
+/// Victims for `st` in the machine's memory hierarchy (found from the mount table; none
+/// when it cannot be read).
+void enable_victims_of(watcher_state& st, std::chrono::milliseconds hold, bool root_hierarchical);
 
 /// `async_next_event` and `next_event()` of a watcher or tree watcher over `st` (null:
 /// closed by a failed construction or moved from).

@@ -3,6 +3,8 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <sys/types.h>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -130,6 +132,67 @@ struct memory_counters {
     friend bool operator==(const memory_counters&, const memory_counters&) = default;
 };
 
+/// Why the OOM killer ran, as the kernel printed it (`constraint=` of its report).
+enum class oom_constraint : std::uint8_t {
+    /// A memory cgroup hit its limit (`victim::oom_cgroup` names it).
+    memcg,
+    /// The whole machine ran out of memory.
+    global,
+    /// The allocating task's cpuset ran out of memory.
+    cpuset,
+    /// The allocating task's memory policy (mbind, set_mempolicy) ran out of memory.
+    mempolicy,
+};
+
+/// "memcg", "global", "cpuset", "mempolicy".
+std::string_view to_string(oom_constraint c) noexcept;
+inline std::ostream& operator<<(std::ostream& os, oom_constraint c) { return os << to_string(c); }
+
+/// One process the OOM killer killed, as the kernel log named it.
+///
+/// The counters stay the source of truth for how many kills there were; the kernel log
+/// (`/dev/kmsg`, the kernel's own records only: forged lines are ignored) says who.
+/// Sizes are as the kernel printed them at the kill, in bytes.
+struct victim {
+    pid_t pid = 0;
+    /// The task's command name (at most 15 bytes on most kernels; any byte but NUL).
+    std::string comm;
+    /// The task's real uid; `static_cast<uid_t>(-1)` when the kernel did not print it
+    /// (before 5.3, with the OOM report rate limited).
+    uid_t uid = static_cast<uid_t>(-1);
+    oom_constraint constraint = oom_constraint::memcg;
+    /// The constraint was not printed (the kernel's OOM report, which says it, is rate
+    /// limited machine-wide to 10 every 5 s) and was inferred from the kill line:
+    /// `Memory cgroup out of memory` is `memcg`, `Out of memory` is taken as `global`
+    /// (it may have been `cpuset` or `mempolicy`).
+    bool constraint_guessed = false;
+    /// The victim's memory cgroup (a directory, like `oom_event::cgroup`). Empty when
+    /// unknown: a member of a `memory.oom.group` kill whose cgroup could not be read, or
+    /// a cgroup outside the mounted part of the hierarchy.
+    std::filesystem::path task_cgroup;
+    /// The cgroup whose limit was hit (`constraint == memcg`): the victim's own or an
+    /// ancestor's. Empty for other constraints, and when the OOM report was rate limited.
+    std::filesystem::path oom_cgroup;
+    std::uint64_t total_vm = 0;
+    std::uint64_t anon_rss = 0;
+    std::uint64_t file_rss = 0;
+    std::uint64_t shmem_rss = 0;  // 0 before 4.5
+    int oom_score_adj = 0;        // 0 before 5.4, which does not print it
+    /// Killed because its cgroup, or an ancestor, has `memory.oom.group` set: every task
+    /// of `group_cgroup` was killed. The kernel kills and counts the first victim of such
+    /// an OOM twice (once as the victim, once as a member), and so it is listed twice.
+    bool group_kill = false;
+    /// `group_kill`: the cgroup whose tasks were all killed (the one with `memory.oom.group`).
+    std::filesystem::path group_cgroup;
+    /// The kernel log record of the kill: its sequence number (`/dev/kmsg`; victims of
+    /// one event are in this order) and its timestamp (the kernel's `local_clock`, close
+    /// to `CLOCK_MONOTONIC`).
+    std::uint64_t kernel_seq = 0;
+    std::chrono::microseconds kernel_time{0};
+
+    friend bool operator==(const victim&, const victim&) = default;
+};
+
 /// One event: `count` occurrences of `kind` in `cgroup`.
 ///
 /// Events are coalesced, never dropped: when occurrences of a kind pile up before they
@@ -153,6 +216,26 @@ struct oom_event {
     /// `failed` and `skipped` events only: why the watch failed (an errno value in `system_category()`,
     /// or an `oomwatch::error` such as `counters_vanished`). Empty otherwise.
     boost::system::error_code error;
+    /// `oom_kill` events: the processes killed, in the kernel log's order, as many as the
+    /// log named; `victims.size() + unattributed == count` always. A kill is left
+    /// unattributed when its record was not to be had: victims turned off
+    /// (`watch_options::victims`), a watcher without the kernel log (`force_version`, no
+    /// permission: see `watcher::victims_available()`), the record lost (overwritten) or
+    /// not read within `watch_options::victim_hold`, a `removed_descendant` event, or
+    /// more than `max_victims_per_event` kills piled up unread. Never a guess: a victim
+    /// is listed only when the kernel's record names a process of this cgroup (for a v2
+    /// watcher with hierarchical counters, of it or a descendant).
+    ///
+    /// `memory.oom.group` kills: the members' victims are in the `oom_kill` events (the
+    /// kernel counts `oom_kill` once per task killed, `oom_group_kill` once per group
+    /// kill), each with `victim::group_kill` set. `oom_group_kill` events carry no victims
+    /// and `unattributed` is 0 there; other kinds too.
+    std::vector<victim> victims;
+    std::uint64_t unattributed = 0;
 };
+
+/// At most this many victims are kept for one undelivered event (a consumer far behind):
+/// beyond it, kills are counted in `oom_event::unattributed`.
+inline constexpr std::size_t max_victims_per_event = 256;
 
 } // namespace oomwatch

@@ -52,6 +52,13 @@ struct tree_options {
 
     /// The safety-net timer (see `watch_options::liveness_interval`). Must be positive.
     std::chrono::milliseconds liveness_interval{std::chrono::seconds(5)};
+
+    /// Victims of the kills in each cgroup of the tree, matched to the cgroup the kernel
+    /// counted each kill in (see `watch_options::victims`; one kernel-log client for the
+    /// whole tree).
+    bool victims = true;
+    /// See `watch_options::victim_hold`; per cgroup.
+    std::chrono::milliseconds victim_hold{watch_options::default_victim_hold};
 };
 
 /// Watches a memory cgroup and every cgroup below it (v1 or v2, detected), finding
@@ -115,6 +122,9 @@ public:
     std::size_t size() const;
     /// Why the watch failed, if it did (see `watcher::failure`).
     std::optional<cgroup_error> failure() const;
+    /// As `watcher::victims_available()` and `watcher::victims_error()`.
+    bool victims_available() const;
+    boost::system::error_code victims_error() const;
 
     /// Waits for the next event of any cgroup in the tree. As `watcher::async_next_event`.
     template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code, oom_event))

@@ -49,6 +49,30 @@ struct watch_options {
     /// context, at the shortest interval of the watchers still open. Must be positive:
     /// zero or negative fails construction with `errc::invalid_argument`.
     std::chrono::milliseconds liveness_interval{std::chrono::seconds(5)};
+
+    /// Name the processes killed (`oom_event::victims`) from the kernel log: one
+    /// `/dev/kmsg` reader per execution context, shared by every watcher that wants
+    /// victims, reading only while one is open. Counts never depend on it. Off, or
+    /// without the kernel log (see `watcher::victims_available()`), every kill is
+    /// counted in `oom_event::unattributed`. Ignored with `force_version` (a folder
+    /// outside the mount table has no kernel log): victims off.
+    bool victims = true;
+
+    /// How long an `oom_kill` count may wait for the kernel-log records of its kills
+    /// before it is delivered with the missing ones counted as `unattributed`. The
+    /// kernel raises the counter a moment before it logs the kill, and the log is read
+    /// by a handler of the execution context, so a count is sometimes seen first; a
+    /// count whose records are already read is delivered at once, and one held is
+    /// delivered as soon as they come. 0: never wait (victims read later are lost to
+    /// that event). Events of that cgroup after a held one wait behind it, in order.
+    /// Must not be negative (`errc::invalid_argument`).
+    std::chrono::milliseconds victim_hold{default_victim_hold};
+
+    /// 50 ms: the log record follows the counter by microseconds, but its reading is one
+    /// handler per record on a context that may be busy (a `memory.oom.group` kill of N
+    /// tasks is N + 2 records), on a loaded machine. Paid only when a record is late or
+    /// lost (overwritten), never on the path where it is there.
+    static constexpr std::chrono::milliseconds default_victim_hold{50};
 };
 
 /// Names a cgroup by a process in it: `watcher w(ex, oomwatch::process{pid});`.
@@ -176,6 +200,16 @@ public:
     std::optional<cgroup_error> failure() const;
     /// The counters as last read (the baseline until something happens).
     memory_counters counters() const;
+    /// True while this watcher names the victims of kills (`oom_event::victims`): asked
+    /// for (`watch_options::victims`), a cgroup of the mounted hierarchy (not
+    /// `force_version`), and the kernel log readable. False once `/dev/kmsg` turned out
+    /// unreadable (no `CAP_SYSLOG` under `kernel.dmesg_restrict`, no device) or failed:
+    /// the watcher goes on counting exactly, every kill unattributed, and
+    /// `victims_error()` says why (logged once per execution context, at `warning`).
+    bool victims_available() const;
+    /// Why victims are not available: the error opening or reading `/dev/kmsg`; empty
+    /// when they are, or when they were not asked for.
+    boost::system::error_code victims_error() const;
 
     /// Waits for the next event.
     ///

@@ -9,6 +9,7 @@
 
 #include "detail/cgroup.hpp"
 #include "detail/parse.hpp"
+#include "kernel_log.hpp"
 #include "scratch/scratch_cgroup.hpp"
 
 #include <oomwatch/oomwatch.hpp>
@@ -163,6 +164,7 @@ public:
 
     const std::string& error() const { return error_; }
     /// The sleepers not reaped yet.
+    const std::vector<pid_t>& pids() const { return pids_; }
     std::size_t size() const { return pids_.size(); }
 
     /// Reaps every sleeper that exits within `timeout`; returns their wait statuses.
@@ -244,6 +246,50 @@ BOOST_FIXTURE_TEST_CASE(a_group_kill_reports_oom_group_kill_and_the_counts_of_me
     BOOST_TEST(log.t[event_kind::oom_kill] >= 4u);  // the victim and the three sleepers
     BOOST_TEST(log.t[event_kind::oom] >= 1u);
     for (auto& ev : log.events) BOOST_TEST(ev.cgroup == cg.path());
+}
+
+// The same group kill names every victim (issue 10): the kernel logs one `Killed process`
+// line per kill it counts, the first victim twice (as the victim, then as a member), so
+// the oom_kill events list exactly as many victims as oom_kill grew by, every sleeper
+// among them marked as a group kill of this cgroup.
+BOOST_FIXTURE_TEST_CASE(a_group_kill_lists_every_victim, v2_fixture) {
+    auto cg = make("oomwatch-v2-group-victims", oom_limit);
+    BOOST_TEST_REQUIRE(!cg.set_oom_group(true));
+    sleepers others(cg.path(), 3);
+    BOOST_TEST_REQUIRE(others.error().empty(), others.error());
+    const std::vector<pid_t> sleeper_pids = others.pids();
+    watcher w(ctx, cg.path());
+    BOOST_TEST_REQUIRE(w.victims_available(), w.victims_error().message());
+    const auto base = read_events(cg.path() / "memory.events");
+    event_log log(w);
+    log.arm();
+    oom_kill_one(cg.path());
+    others.reap_all(20s);
+    BOOST_TEST_REQUIRE(others.size() == 0u);
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return tally_matches(log.t, base, read_events(cg.path() / "memory.events"), kind_set::defaults());
+    }));
+    std::vector<victim> vs;
+    std::uint64_t unattributed = 0;
+    for (auto& ev : log.events) {
+        if (ev.kind == event_kind::oom_kill) {
+            BOOST_TEST(ev.victims.size() + ev.unattributed == ev.count);
+            vs.insert(vs.end(), ev.victims.begin(), ev.victims.end());
+            unattributed += ev.unattributed;
+        } else {
+            BOOST_TEST(ev.victims.empty());
+        }
+    }
+    BOOST_TEST(unattributed == 0u);
+    BOOST_TEST(vs.size() == log.t[event_kind::oom_kill]);
+    for (pid_t p : sleeper_pids) {
+        auto it = std::find_if(vs.begin(), vs.end(), [&](const victim& v) { return v.pid == p; });
+        BOOST_TEST_REQUIRE((it != vs.end()), "sleeper " << p << " not named");
+        BOOST_TEST(it->group_kill);
+        BOOST_TEST(it->group_cgroup == cg.path());
+        BOOST_TEST((it->constraint == oom_constraint::memcg));
+    }
+    for (std::size_t i = 1; i < vs.size(); ++i) BOOST_TEST(vs[i - 1].kernel_seq < vs[i].kernel_seq);  // the log's order
 }
 
 // A limit on the parent, the allocation in a child without one. The limit that fired is
@@ -347,9 +393,12 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
 
     watch_options o;
     o.liveness_interval = std::chrono::hours(1);  // removal must come from the parent watch
-    { watcher warm(ctx, cgs[0].path(), o); }       // the shared inotify instance exists now
+    // The shared inotify instance and the kernel-log reader (victims) exist now; the
+    // reader closes with its last client, so this one stays until the count is taken.
+    watcher warm(ctx, cgs[0].path(), o);
     run_ready(ctx);
     const auto fds_before = open_fd_count();
+    const bool kmsg_open = asio::use_service<detail::kernel_log_service>(ctx).is_open();
 
     std::vector<std::unique_ptr<watcher>> ws;
     std::vector<tally> tallies(n);
@@ -361,6 +410,7 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
         subs.push_back(ws.back()->subscribe([&tallies, i](const oom_event& ev) { tallies[i].add(ev); }));
     }
     BOOST_TEST(open_fd_count() == fds_before, "descriptors grew with " << n << " watched cgroups");
+    warm.close();
 
     for (std::size_t i = 0; i < n; ++i)
         for (std::uint64_t k = 0; k < expected[i]; ++k) oom_kill_one(cgs[i].path());
@@ -387,7 +437,8 @@ BOOST_FIXTURE_TEST_CASE(five_hundred_cgroups_on_one_inotify_instance_report_exac
     subs.clear();
     ws.clear();
     run_ready(ctx);
-    BOOST_TEST(open_fd_count() == fds_before);
+    // The kernel-log reader closed with the end of its last client's watch.
+    BOOST_TEST(open_fd_count() == fds_before - (kmsg_open ? 1 : 0));
 }
 
 // rmdir is seen at once through the parent directory's watch (the cgroup's own files

@@ -59,19 +59,6 @@ struct seen_records {
     }
 };
 
-// One record written to /dev/kmsg ("<N>" sets the level; the kernel gives a writer
-// facility 1 unless it names another non-zero one). With its newline: since 5.10 a
-// record without one stays open for a continuation, unseen by readers until the next.
-void write_kmsg(std::string text) {
-    text += '\n';
-    int fd = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-    BOOST_TEST_REQUIRE(fd >= 0, "open /dev/kmsg for writing: errno " << errno);
-    auto n = ::write(fd, text.data(), text.size());
-    const int e = errno;
-    ::close(fd);
-    BOOST_TEST_REQUIRE(n == static_cast<ssize_t>(text.size()), "write /dev/kmsg: errno " << e);
-}
-
 std::string marker(const char* what) {
     static std::atomic<int> n{0};
     return std::string("oomwatch-test ") + what + " " + std::to_string(::getpid()) + "-" + std::to_string(n++);
