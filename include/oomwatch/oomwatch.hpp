@@ -5,5 +5,6 @@
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
 #include <oomwatch/log.hpp>
+#include <oomwatch/system_watcher.hpp>
 #include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>

@@ -104,6 +104,7 @@ public:
 private:
     friend class watcher;
     friend class tree_watcher;
+    friend class system_watcher;
     explicit subscription(std::shared_ptr<detail::subscriber> s) noexcept : sub_(std::move(s)) {}
     std::shared_ptr<detail::subscriber> sub_;
 };
