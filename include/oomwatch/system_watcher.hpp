@@ -57,6 +57,8 @@ struct system_options {
 /// reported and lost ones are not counted. When the kernel log did not name the victim's
 /// cgroup (a rate-limited report, the victim gone before `/proc` could be read), the
 /// event is in the root's directory too, and `victim::task_cgroup` is empty.
+/// `oom_event::counters` holds only `oom_kill`: the machine's count as last read;
+/// `oom_event::version` is the memory hierarchy's.
 ///
 /// The kernel log: `/dev/kmsg`, read through the execution context's one reader (shared
 /// with the watchers' victims), from its end as it was at construction (old kills are
