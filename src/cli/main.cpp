@@ -29,6 +29,7 @@ Watches Linux memory cgroups (v1 and v2) for OOM events and prints one JSON obje
 per event on stdout, one a line:
   {"cgroup":"/sys/fs/cgroup/memory/app","kind":"oom_kill","count":1,
    "time":"2026-11-30T05:01:02.123456Z","version":1,"counters":{...}}
+and on oom_kill lines also "victims":[...],"unattributed":N (see Victims below).
 
 Commands:
   watch CGROUP...   Watch every CGROUP until SIGINT or SIGTERM, or until all of them
@@ -72,6 +73,21 @@ Options:
                       oomwatch: watching DIR and N cgroups below it (cgroup vN)
   -h, --help        Show this help.
   --version         Show the version.
+
+Victims: every oom_kill line has "victims", the processes killed as the kernel log
+named them, and "unattributed", the kills it could not name (no permission to read
+/dev/kmsg, a record lost); the two add up to "count". A victim:
+  {"pid":1234,"comm":"app","uid":0,"constraint":"memcg",
+   "task_cgroup":"/sys/fs/cgroup/memory/app","oom_cgroup":"/sys/fs/cgroup/memory/app",
+   "total_vm":270573568,"anon_rss":33116160,"file_rss":1331200,"shmem_rss":0,
+   "oom_score_adj":0,"kernel_seq":8123,"kernel_time_us":1234567890}
+Sizes are in bytes. "uid" is null when the kernel did not print it. "constraint" is
+why the OOM killer ran: memcg (a cgroup's limit: "oom_cgroup" says whose), global,
+cpuset or mempolicy; "constraint_guessed":true when the kernel's report was rate
+limited and it was inferred. "task_cgroup" and "oom_cgroup" are left out when
+unknown. A memory.oom.group kill adds "group_kill":true and "group_cgroup". A byte of
+a name that is not UTF-8 is written as the character of the same value (0xff: U+00FF),
+so every line stays valid JSON.
 
 Output: each line is handed to write(2) whole, never held in a buffer. When stdout
 cannot be written (a full disk, a pipe whose reader is gone while SIGPIPE is ignored),
