@@ -4,8 +4,10 @@
 #include <oomwatch/event.hpp>
 
 #include <charconv>
+#include <chrono>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -65,6 +67,11 @@ Options:
                     its line.
   --max-depth N     With -r: watch N levels below each CGROUP at most (0: the CGROUP
                     alone, 1: its children too, ...). Default: every level.
+  --no-victims      Do not name the processes killed: every kill is counted in
+                    "unattributed", and no line waits for the kernel log.
+  --victim-hold MS  How long an oom_kill line may wait for the kernel log to name its
+                    victims, in milliseconds (default 50; 0: never wait); a kill not
+                    named by then is counted in "unattributed".
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
                     also print on stderr, once every watch is armed (an OOM from then
                     on is reported), for every cgroup:
@@ -76,7 +83,7 @@ Options:
 
 Victims: every oom_kill line has "victims", the processes killed as the kernel log
 named them, and "unattributed", the kills it could not name (no permission to read
-/dev/kmsg, a record lost); the two add up to "count". A victim:
+/dev/kmsg, a record lost, --no-victims); the two add up to "count". A victim:
   {"pid":1234,"comm":"app","uid":0,"constraint":"memcg",
    "task_cgroup":"/sys/fs/cgroup/memory/app","oom_cgroup":"/sys/fs/cgroup/memory/app",
    "total_vm":270573568,"anon_rss":33116160,"file_rss":1331200,"shmem_rss":0,
@@ -142,11 +149,52 @@ bool parse_kinds(std::string_view list, kind_set& out, std::string& bad) {
     return true;
 }
 
-// A depth: decimal digits only, no sign, no more than an unsigned holds.
-bool parse_depth(std::string_view text, unsigned& out) {
+// A depth or milliseconds: decimal digits only, no sign, no more than an unsigned holds.
+bool parse_unsigned(std::string_view text, unsigned& out) {
     if (text.empty()) return false;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
     return ec == std::errc{} && end == text.data() + text.size();
+}
+
+// An option with a value, "NAME VALUE" (the next argument, whatever it looks like) or
+// "NAME=VALUE".
+struct option_value {
+    bool matched = false;  // the argument is this option
+    bool missing = false;  // ... but "NAME" came last, without its value
+    std::string_view value;
+};
+
+option_value take_value(std::string_view name, int& i, int argc, char** argv) {
+    const std::string_view arg = argv[i];
+    if (arg == name) {
+        if (i + 1 >= argc) return {true, true, {}};
+        return {true, false, argv[++i]};
+    }
+    if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=')
+        return {true, false, arg.substr(name.size() + 1)};
+    return {};
+}
+
+int missing_value(std::string_view name) { return usage_error(std::string(name) + " needs a value"); }
+
+// An option whose value is a count ("NAME N" or "NAME=N"); `unit` names what it counts,
+// for the usage error.
+struct number_value {
+    bool matched = false;       // the argument is this option
+    std::optional<int> status;  // the usage error, already reported
+    unsigned value = 0;
+};
+
+number_value take_number(std::string_view name, std::string_view unit, int& i, int argc, char** argv) {
+    const auto v = take_value(name, i, argc, argv);
+    if (!v.matched) return {};
+    if (v.missing) return {true, missing_value(name)};
+    unsigned n = 0;
+    if (!parse_unsigned(v.value, n)) {
+        return {true, usage_error(std::string(name) + " needs a number of " + std::string(unit) + ", not '" +
+                                  std::string(v.value) + "'")};
+    }
+    return {true, std::nullopt, n};
 }
 
 int run(int argc, char** argv) {
@@ -176,30 +224,19 @@ int run(int argc, char** argv) {
             opts.counters = watch_options::scope::local;
         } else if (arg == "-r" || arg == "--recursive") {
             req.recursive = true;
-        } else if (arg == "--max-depth" || arg.starts_with("--max-depth=")) {
-            std::string_view value;
-            if (arg == "--max-depth") {
-                if (i + 1 >= argc) return usage_error("--max-depth needs a value");
-                value = argv[++i];
-            } else {
-                value = arg.substr(std::string_view("--max-depth=").size());
-            }
-            unsigned depth = 0;
-            if (!parse_depth(value, depth)) {
-                return usage_error("--max-depth needs a number of levels (0, 1, ...), not '" + std::string(value) +
-                                   "'");
-            }
-            req.max_depth = depth;
-        } else if (arg == "--kinds" || arg.starts_with("--kinds=")) {
-            std::string_view value;
-            if (arg == "--kinds") {
-                if (i + 1 >= argc) return usage_error("--kinds needs a value");
-                value = argv[++i];
-            } else {
-                value = arg.substr(std::string_view("--kinds=").size());
-            }
+        } else if (arg == "--no-victims") {
+            opts.victims = false;
+        } else if (auto depth = take_number("--max-depth", "levels (0, 1, ...)", i, argc, argv); depth.matched) {
+            if (depth.status) return *depth.status;
+            req.max_depth = depth.value;
+        } else if (auto hold = take_number("--victim-hold", "milliseconds (0, 50, ...)", i, argc, argv);
+                   hold.matched) {
+            if (hold.status) return *hold.status;
+            opts.victim_hold = std::chrono::milliseconds(hold.value);
+        } else if (auto kinds_arg = take_value("--kinds", i, argc, argv); kinds_arg.matched) {
+            if (kinds_arg.missing) return missing_value("--kinds");
             std::string bad;
-            if (!parse_kinds(value, opts.kinds, bad)) {
+            if (!parse_kinds(kinds_arg.value, opts.kinds, bad)) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
         } else {

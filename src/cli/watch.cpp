@@ -147,6 +147,8 @@ int run_watch(const watch_request& req) {
     tree_options topts;
     topts.kinds = req.opts.kinds;
     topts.max_depth = req.max_depth;
+    topts.victims = req.opts.victims;
+    topts.victim_hold = req.opts.victim_hold;
     if (req.recursive) raise_fd_limit();
 
     // -r without a cgroup: the whole memory hierarchy, from its mount point.

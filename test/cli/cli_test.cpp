@@ -486,6 +486,8 @@ BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
     BOOST_TEST(out.find("--max-depth N") != std::string::npos);
     BOOST_TEST(out.find("created") != std::string::npos);
     BOOST_TEST(out.find("\"origin\":\"removed_descendant\"") != std::string::npos);
+    BOOST_TEST(out.find("--no-victims") != std::string::npos);
+    BOOST_TEST(out.find("--victim-hold MS") != std::string::npos);
     BOOST_TEST(out.find("\"unattributed\"") != std::string::npos);
     BOOST_TEST(r.p.err().empty(), r.p.err());
     finished_run h({"-h"});
@@ -587,6 +589,21 @@ BOOST_AUTO_TEST_CASE(recursive_usage_errors) {
     check_usage_error({"--max-depth=1", "watch"}, "oomwatch: --max-depth needs --recursive (-r)\n");
 }
 
+BOOST_AUTO_TEST_CASE(victim_option_usage_errors) {
+    check_usage_error({"watch", "/tmp", "--victim-hold"}, "oomwatch: --victim-hold needs a value\n");
+    for (const std::string bad : {"", "-1", "+5", "1.5", "50ms", "x", "99999999999999999999"}) {
+        BOOST_TEST_CONTEXT("--victim-hold=" << bad) {
+            check_usage_error({"watch", "--victim-hold=" + bad, "/tmp"},
+                              "oomwatch: --victim-hold needs a number of milliseconds (0, 50, ...), not '" + bad +
+                                  "'\n");
+        }
+    }
+    // Accepted, with and without -r: the target then fails with its own status, 3.
+    const auto reason = make_error_code(error::not_a_cgroup).message();
+    check_cannot_watch({"--no-victims", "--victim-hold", "0", "watch", "/tmp"}, "/tmp", reason);
+    check_cannot_watch({"watch", "-r", "--victim-hold=250", "--no-victims", "/tmp"}, "/tmp", reason);
+}
+
 // `created` is a kind like the others: accepted by --kinds (here the target then fails
 // with its own status, 3, not with bad usage).
 BOOST_AUTO_TEST_CASE(created_is_an_event_kind) {
@@ -649,6 +666,25 @@ BOOST_FIXTURE_TEST_CASE(an_oom_kill_is_reported_as_json_lines, scratch_oom) {
         BOOST_TEST(kill_line->unattributed == 0u);
     }
     BOOST_TEST(p.err().find("oomwatch: stdout") == std::string::npos, p.err());
+}
+
+// --no-victims: the kill is counted as before, and nobody is named.
+BOOST_FIXTURE_TEST_CASE(no_victims_counts_each_kill_as_unattributed, scratch_oom) {
+    cli_process p({"-v", "--no-victims", "--victim-hold", "0", "watch", cg->path().string()});
+    require_armed(p, *cg);
+    oom_kill_one(cg->path());
+    BOOST_TEST_REQUIRE(p.run_until([&] { return lines_of_kind(p.out(), "oom_kill") >= 1 || p.status(); }),
+                       "no oom_kill line within 10 s; stdout: " << p.out() << "; stderr: " << p.err());
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+    std::uint64_t kills = 0;
+    for (const auto& l : parse_lines(p.out())) {
+        if (l.kind != "oom_kill") continue;
+        kills += l.count;
+        BOOST_TEST(l.victims.empty());
+        BOOST_TEST(l.unattributed == l.count);
+    }
+    BOOST_TEST(kills == 1u);
 }
 
 BOOST_FIXTURE_TEST_CASE(rmdir_of_the_watched_cgroup_gives_removed_and_exit_0, scratch_oom) {
