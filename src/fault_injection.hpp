@@ -14,6 +14,7 @@ inline std::atomic<int> eventfd_read_errno{0};
 inline std::atomic<int> inotify_wait_errno{0};
 inline std::atomic<int> inotify_read_errno{0};
 inline std::atomic<int> kmsg_read_errno{0};  // a /dev/kmsg read (EPIPE: records overwritten)
+inline std::atomic<int> vmstat_read_errno{0};  // a /proc/vmstat read (the system watcher's)
 
 /// Takes the injected errno, if any: sets `errno` and returns it as an error code.
 inline boost::system::error_code take(std::atomic<int>& slot) noexcept {

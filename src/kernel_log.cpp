@@ -115,7 +115,7 @@ std::uint64_t kernel_log_service::add(const asio::any_io_executor& ex, std::weak
             // Once: every watcher of the context would say the same.
             open_failure_logged_ = true;
             OOMWATCH_LOG(warning) << "kernel log: cannot open /dev/kmsg: " << ec.message()
-                                  << "; OOM victims will not be named (kills are still counted)";
+                                  << "; OOM victims will not be named (watchers still count kills; a system watcher cannot start)";
         }
     }
     if (why) *why = ec;

@@ -143,6 +143,28 @@ result<memory_counters> parse_memory_events(std::string_view text) {
     return c;
 }
 
+result<std::optional<std::uint64_t>> parse_vmstat_oom_kill(std::string_view text) {
+    // Some 170 lines, read on every kill: only the one wanted is checked (the others
+    // are the kernel's business), strictly: one decimal value, once.
+    std::optional<std::uint64_t> oom_kill;
+    line_reader lines(text);
+    std::string_view line;
+    bool any = false;
+    while (lines.next(line)) {
+        std::string_view key;
+        std::string_view value;
+        const std::size_t n = split_fields(line, key, value);
+        if (n == 0) continue;
+        any = true;
+        if (key != "oom_kill") continue;
+        std::uint64_t v = 0;
+        if (n != 2 || oom_kill || !parse_decimal(value, v)) return make_error_code(error::malformed_counters);
+        oom_kill = v;
+    }
+    if (!any) return make_error_code(error::malformed_counters);
+    return oom_kill;
+}
+
 result<oom_control> parse_oom_control(std::string_view text) {
     oom_control c;
     bool have_disable = false;

@@ -143,9 +143,13 @@ victim_matcher::key victim_matcher::on_record(const kill_record& r, time_point n
         return nullptr;
     }
     if (r.group && !r.group_memcg.empty()) {
-        // The same task, logged before the group line without a cgroup: the group's.
-        auto u = std::find_if(unplaced_.begin(), unplaced_.end(),
-                              [&](const unplaced_record& x) { return x.r.pid == r.pid && x.r.seq < r.seq; });
+        // The OOM's victim, logged without a cgroup right before the group line (its
+        // record, then `Tasks in X ...`, then the first member's: seq N, N+1, N+2), or
+        // before as the same task: the group's. Placed with the first member, so that
+        // it goes with the members' count rather than after it.
+        auto u = std::find_if(unplaced_.begin(), unplaced_.end(), [&](const unplaced_record& x) {
+            return (x.r.pid == r.pid && x.r.seq < r.seq) || x.r.seq + 2 == r.seq;
+        });
         if (u != unplaced_.end()) {
             kill_record first = std::move(u->r);
             unplaced_.erase(u);

@@ -22,6 +22,18 @@ using boost::system::error_code;
 
 namespace oomwatch::detail {
 
+namespace {
+
+// Victims of one event in the log's order: a record placed late (the first victim of a
+// group kill whose report was rate limited is placed with its second record) may come
+// after later ones.
+void in_log_order(std::vector<victim>& vs) {
+    auto by_seq = [](const victim& a, const victim& b) { return a.kernel_seq < b.kernel_seq; };
+    if (!std::is_sorted(vs.begin(), vs.end(), by_seq)) std::stable_sort(vs.begin(), vs.end(), by_seq);
+}
+
+} // namespace
+
 // ---- backlog ------------------------------------------------------------------------
 
 void backlog::add(const occurrence& o) {
@@ -45,6 +57,7 @@ void backlog::add(const occurrence& o) {
             else
                 ++sl.unattributed;  // bounded: a consumer far behind keeps counts, not names
         }
+        in_log_order(sl.victims);
         sl.unattributed += o.unattributed;
     }
     sl.counters = o.counters;
@@ -225,6 +238,16 @@ void watcher_state::publish_created(const source_ref& src, const memory_counters
     counter_delta d;
     d.by_kind[static_cast<std::size_t>(event_kind::created)] = 1;
     publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}, {}, 0}, lk);
+}
+
+void watcher_state::publish_kills(const source_ref& src, std::vector<victim> victims, std::uint64_t unattributed,
+                                  const memory_counters& c) {
+    std::unique_lock lk(m_);
+    if (phase_ != phase::open) return;
+    counters_ = c;
+    counter_delta d;
+    d.by_kind[static_cast<std::size_t>(event_kind::oom_kill)] = victims.size() + unattributed;
+    publish_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}, std::move(victims), unattributed}, lk);
 }
 
 void watcher_state::publish_skipped(const source_ref& src, error_code ec) {
@@ -535,6 +558,7 @@ void watcher_state::on_kill(const kill_record& k) {
         if (h.o.src.get() != key) continue;
         if (h.missing == 0) continue;
         h.missing -= matcher_->take_into(key, h.missing, now, h.o.victims);
+        in_log_order(h.o.victims);
         break;
     }
     release_held_locked(now, false);

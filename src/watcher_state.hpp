@@ -206,6 +206,10 @@ public:
     void publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c = {});
     /// An opt-in kind of a tree: `src` appeared.
     void publish_created(const source_ref& src, const memory_counters& c);
+    /// Kills found by the system watcher: `victims` named and `unattributed` more, at
+    /// `src` (`c`: the machine's counters). Published as they are: nothing to match.
+    void publish_kills(const source_ref& src, std::vector<victim> victims, std::uint64_t unattributed,
+                       const memory_counters& c);
     /// A tree's descendant `src` cannot be watched (`ec`); the tree goes on.
     void publish_skipped(const source_ref& src, boost::system::error_code ec);
     /// The watch failed for good (`ec`, concerning `path`): every consumer learns it

@@ -34,6 +34,11 @@ using result = boost::system::result<T>;
 /// `uint64_t`, a key given twice.
 result<memory_counters> parse_memory_events(std::string_view text);
 
+/// `/proc/vmstat` (flat keyed like `memory.events`): the machine's `oom_kill` counter
+/// (every OOM kill, 4.13+), or none when the kernel has no such line. Errors as for
+/// `parse_memory_events`.
+result<std::optional<std::uint64_t>> parse_vmstat_oom_kill(std::string_view text);
+
 /// `memory.oom_control` (cgroup v1).
 struct oom_control {
     bool oom_kill_disable = false;

@@ -1,5 +1,6 @@
 // libFuzzer target: parse_memory_events (cgroup v2 memory.events / memory.events.local)
-// and compute_delta on what it returns.
+// and compute_delta on what it returns; parse_vmstat_oom_kill on the same text (the
+// same line format).
 //
 // Invariants checked on every input:
 // - it never throws; a failure is error::malformed_counters;
@@ -8,6 +9,8 @@
 // - re-serialised as "key value\n" lines in the file's order, in another order with
 //   zero counters left out, or with other blanks, the counters parse back equal;
 //   an extra '\n' changes nothing;
+// - parse_vmstat_oom_kill fails only with error::malformed_counters, and reads any
+//   valid flat-keyed text, giving its oom_kill value (none without that key);
 // - compute_delta(c, c) is empty and never went_backwards; from zero it gives each
 //   counter, filtered by the kinds asked for; back to zero went_backwards exactly when a
 //   counter was non-zero; one more on one counter gives exactly 1 for that kind.
@@ -21,6 +24,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -98,9 +102,21 @@ void check_deltas(const memory_counters& c, std::uint64_t seed) {
     }
 }
 
+void check_vmstat(std::string_view text, const std::optional<fuzz::pairs>& ref) {
+    auto v = oomwatch::parse_vmstat_oom_kill(text);
+    if (!v) FUZZ_CHECK(v.error() == make_error_code(oomwatch::error::malformed_counters));
+    if (!ref) return;
+    FUZZ_CHECK(v.has_value());
+    std::optional<std::uint64_t> expected;
+    for (const auto& [k, value] : *ref)
+        if (k == "oom_kill") expected = value;
+    FUZZ_CHECK(*v == expected);
+}
+
 void run(std::string_view text) {
     auto r = oomwatch::parse_memory_events(text);
     auto ref = fuzz::ref_flat_keyed(text);
+    check_vmstat(text, ref);
 
     if (!r) FUZZ_CHECK(r.error() == make_error_code(oomwatch::error::malformed_counters));
     FUZZ_CHECK(r.has_value() == ref.has_value());

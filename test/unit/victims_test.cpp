@@ -259,6 +259,34 @@ BOOST_AUTO_TEST_CASE(a_rate_limited_group_kill_still_places_its_first_victim) {
     BOOST_TEST(ev[0].victims[0].group_cgroup == std::filesystem::path(mnt + "/group"));
 }
 
+// As the v2 VM showed: the group's tasks logged in task order, the OOM's victim (again)
+// last. Its first record, without a cgroup, is placed with the first member's (two
+// records on: the `Tasks in` line is between), and the event lists all in the log's order.
+BOOST_AUTO_TEST_CASE(a_rate_limited_group_kill_in_task_order_keeps_the_log_order) {
+    state_fixture f("/group", 10s, /*hierarchical=*/true, cgroup_version::v2);
+    auto records = capture("vm61-v2-oom-group.kmsg");
+    BOOST_TEST_REQUIRE(records.size() == 4u);
+    auto first = records[0];
+    first.task_memcg.clear();
+    first.oom_memcg.clear();
+    first.report_matched = false;
+    // 803 the victim, 805 and 806 the other tasks, 807 the victim as a member.
+    auto again = records[1];
+    auto m1 = records[2];
+    auto m2 = records[3];
+    m1.seq = 805;
+    m2.seq = 806;
+    again.seq = 807;
+    f.st->publish(kills(4, 1, 1), with(1, 4, 1));
+    for (auto* r : {&first, &m1, &m2, &again}) f.st->on_kill(*r);
+    auto ev = f.of(event_kind::oom_kill);
+    BOOST_TEST_REQUIRE(ev.size() == 1u);
+    BOOST_TEST((pids(ev[0]) == std::vector<pid_t>{123, 124, 125, 123}));
+    BOOST_TEST(ev[0].unattributed == 0u);
+    for (std::size_t i = 1; i < ev[0].victims.size(); ++i)
+        BOOST_TEST(ev[0].victims[i - 1].kernel_seq < ev[0].victims[i].kernel_seq);
+}
+
 BOOST_AUTO_TEST_CASE(a_parent_limit_names_the_parent_and_matches_the_child) {
     // The 6.1 capture: limit on /P, victim in /P/child. A watcher on /P/child (local
     // counters) gets it; so does a hierarchical one on /P; a local one on /P does not.

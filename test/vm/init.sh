@@ -52,7 +52,8 @@ echo "OOMWATCH-VM-BEGIN"
 start=$(cut -d' ' -f1 /proc/uptime)
 # test_args is split on purpose: it holds separate options.
 # shellcheck disable=SC2086
-OOMWATCH_REQUIRE_KERNEL=1 /oomwatch_kernel_tests --log_level=test_suite --report_level=detailed \
+# OOMWATCH_IN_VM: the tests that would harm a host (a machine-wide OOM) run here only.
+OOMWATCH_IN_VM=1 OOMWATCH_REQUIRE_KERNEL=1 /oomwatch_kernel_tests --log_level=test_suite --report_level=detailed \
     --color_output=no $test_args
 rc=$?
 end=$(cut -d' ' -f1 /proc/uptime)
