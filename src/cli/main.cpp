@@ -24,6 +24,7 @@ using namespace oomwatch;
 constexpr std::string_view usage_text =
     R"usage(Usage: oomwatch [options] watch CGROUP...
        oomwatch [options] watch -r [--max-depth N] [CGROUP...]
+       oomwatch [-v] watch --system
        oomwatch [options] demo
        oomwatch --help | --version
 
@@ -42,6 +43,15 @@ Commands:
   watch -r [CGROUP...]
                     Watch the whole subtree of every CGROUP (see -r); without a
                     CGROUP, the whole memory hierarchy of the machine.
+  watch --system    Report every OOM kill on the machine, global ones included, until
+                    SIGINT or SIGTERM: the victims from the kernel log (/dev/kmsg:
+                    root, or CAP_SYSLOG when kernel.dmesg_restrict is 1), the count
+                    from oom_kill in /proc/vmstat. One oom_kill line per kill, in the
+                    victim's memory cgroup; a kill whose cgroup is unknown, or whose
+                    record was lost ("unattributed"), is reported in the hierarchy's
+                    root; "counters" has the machine's oom_kill count, the others 0.
+                    Takes no CGROUP, and none of -r, --max-depth, --local, --kinds,
+                    --no-victims, --victim-hold.
   demo              (root) Create a scratch cgroup limited to 32 MiB, let the OOM
                     killer kill three children in it, and check that every kill is
                     reported exactly once.
@@ -78,6 +88,9 @@ Options:
                       oomwatch: watching DIR (cgroup vN)
                     and with -r, for every tree:
                       oomwatch: watching DIR and N cgroups below it (cgroup vN)
+                    and with --system:
+                      oomwatch: watching every OOM kill on the machine (kernel log,
+                      counted from /proc/vmstat)
   -h, --help        Show this help.
   --version         Show the version.
 
@@ -103,16 +116,18 @@ With SIGPIPE at its default, a closed pipe kills it with SIGPIPE as usual.
 
 Exit status:
   0  done: SIGINT or SIGTERM, or every watched cgroup was removed (with -r: the root
-     of every tree).
+     of every tree; with --system only a signal ends it).
   1  runtime failure: stdout cannot be written, or a watch failed after it started
-     ("oomwatch: CGROUP: REASON" on stderr; every other watch is stopped too); for
-     demo: a kill not reported exactly once, or the demo could not run.
+     ("oomwatch: CGROUP: REASON" on stderr, with --system "oomwatch: FILE: REASON";
+     every other watch is stopped too); for demo: a kill not reported exactly once,
+     or the demo could not run.
   2  bad usage: an unknown option, command or event kind, a missing or malformed
-     argument.
+     argument; watch --system with a CGROUP or an option of cgroup watches.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
      no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
-     output; nothing is watched).
+     output; nothing is watched); with --system: the kernel log or /proc/vmstat
+     cannot be read ("oomwatch: /dev/kmsg: REASON").
 )usage";
 
 int usage_error(std::string_view message) {
@@ -203,6 +218,13 @@ int run(int argc, char** argv) {
     watch_options& opts = req.opts;
     int& verbosity = req.verbosity;
     bool options_done = false;
+    // `watch --system` reports the oom_kill lines of a system_watcher only: the options
+    // that shape cgroup watches have nothing to act on there, and are refused rather
+    // than silently ignored. The first one given.
+    std::string_view cgroup_only;
+    const auto shapes_cgroup_watches = [&cgroup_only](std::string_view name) {
+        if (cgroup_only.empty()) cgroup_only = name;
+    };
 
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
@@ -222,23 +244,31 @@ int run(int argc, char** argv) {
             verbosity += 2;
         } else if (arg == "--local") {
             opts.counters = watch_options::scope::local;
+            shapes_cgroup_watches("--local");
         } else if (arg == "-r" || arg == "--recursive") {
             req.recursive = true;
+            shapes_cgroup_watches("--recursive");
+        } else if (arg == "--system") {
+            req.system = true;
         } else if (arg == "--no-victims") {
             opts.victims = false;
+            shapes_cgroup_watches("--no-victims");
         } else if (auto depth = take_number("--max-depth", "levels (0, 1, ...)", i, argc, argv); depth.matched) {
             if (depth.status) return *depth.status;
             req.max_depth = depth.value;
+            shapes_cgroup_watches("--max-depth");
         } else if (auto hold = take_number("--victim-hold", "milliseconds (0, 50, ...)", i, argc, argv);
                    hold.matched) {
             if (hold.status) return *hold.status;
             opts.victim_hold = std::chrono::milliseconds(hold.value);
+            shapes_cgroup_watches("--victim-hold");
         } else if (auto kinds_arg = take_value("--kinds", i, argc, argv); kinds_arg.matched) {
             if (kinds_arg.missing) return missing_value("--kinds");
             std::string bad;
             if (!parse_kinds(kinds_arg.value, opts.kinds, bad)) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
+            shapes_cgroup_watches("--kinds");
         } else {
             return usage_error("unknown option '" + std::string(arg) + "'");
         }
@@ -252,6 +282,13 @@ int run(int argc, char** argv) {
 
     const std::string& command = positional.front();
     if (command == "watch") {
+        if (req.system) {
+            if (positional.size() > 1) {
+                return usage_error("watch --system takes no cgroup: it reports every OOM kill on the machine");
+            }
+            if (!cgroup_only.empty()) return usage_error(std::string(cgroup_only) + " does not apply to watch --system");
+            return cli::run_watch(req);
+        }
         if (req.max_depth && !req.recursive) return usage_error("--max-depth needs --recursive (-r)");
         // With -r and no cgroup: the whole memory hierarchy.
         if (positional.size() < 2 && !req.recursive) return usage_error("watch needs at least one cgroup");
@@ -261,6 +298,7 @@ int run(int argc, char** argv) {
     if (command == "demo") {
         if (positional.size() > 1) return usage_error("demo takes no arguments");
         if (req.recursive || req.max_depth) return usage_error("--recursive and --max-depth are options of watch");
+        if (req.system) return usage_error("--system is an option of watch");
         return cli::run_demo(opts);
     }
     return usage_error("unknown command '" + command + "'");

@@ -7,6 +7,7 @@
 // pipes and a pidfd, with a deadline; a child still running at the end of a test is
 // killed and reaped by its destructor, and scratch cgroups are removed by theirs.
 #define BOOST_TEST_MODULE oomwatch_cli_tests
+#include "fault_support.hpp"
 #include "kernel_log_support.hpp"
 #include "test_support.hpp"
 
@@ -20,6 +21,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -111,6 +113,7 @@ struct spawn_options {
     stdout_to out = stdout_to::pipe;
     bool ignore_sigpipe = false;  // SIG_IGN survives exec, as under systemd
     std::optional<rlim_t> fd_limit = std::nullopt;  // RLIMIT_NOFILE, soft and hard (the program cannot raise it)
+    bool as_nobody = false;  // uid and gid 65534, no supplementary groups: no root, no CAP_SYSLOG
 };
 
 // The oomwatch program running as a child, with its stdout and stderr collected.
@@ -142,6 +145,7 @@ public:
         const int child_err = err.write.get();
         const bool ignore = opt.ignore_sigpipe;
         const bool limit_fds = opt.fd_limit.has_value();
+        const bool as_nobody = opt.as_nobody;
         const rlimit fd_limit{opt.fd_limit.value_or(0), opt.fd_limit.value_or(0)};
         const char* path = argv_storage.front().c_str();
 
@@ -158,6 +162,7 @@ public:
             ::sigemptyset(&sa.sa_mask);
             ::sigaction(SIGPIPE, &sa, nullptr);
             if (limit_fds && ::setrlimit(RLIMIT_NOFILE, &fd_limit) != 0) ::_exit(126);
+            if (as_nobody && (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(126);
             ::execv(path, argv.data());
             static const char msg[] = "cli_test: execv failed\n";
             [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
@@ -446,6 +451,21 @@ void require_tree_armed(cli_process& p, const std::filesystem::path& root, cgrou
     BOOST_TEST_REQUIRE(announced(), "stderr: " << p.err());
 }
 
+// The victim of `pid` in the oom_kill lines so far, with the line's cgroup.
+struct found_victim {
+    std::string cgroup;
+    boost::json::object victim;
+};
+std::optional<found_victim> victim_of(const std::vector<json_line>& lines, pid_t pid) {
+    for (const auto& l : lines) {
+        for (const auto& v : l.victims) {
+            const auto& o = v.as_object();
+            if (o.at("pid").to_number<std::int64_t>() == pid) return found_victim{l.cgroup, o};
+        }
+    }
+    return std::nullopt;
+}
+
 // OOM-kills one child in `cg` and returns its pid once `reported(pid)` holds for
 // oomwatch's output, or oomwatch ended (bounded: 15 s). Only then is the child reaped:
 // its /proc entry can complete a kill record whose report was rate limited, as for the
@@ -462,6 +482,16 @@ pid_t oom_kill_reported(cli_process& p, const std::filesystem::path& cg, const s
     BOOST_TEST_REQUIRE(status.has_value(), "the victim did not die: " << status.error().message());
     BOOST_TEST_REQUIRE(scratch::victim::killed_by_sigkill(*status), "victim status " << *status);
     return pid;
+}
+
+// The start of the line `oomwatch -v watch --system` prints on stderr once armed.
+constexpr std::string_view system_armed_line = "oomwatch: watching every OOM kill on the machine (";
+
+void require_system_armed(cli_process& p) {
+    const bool armed = p.run_until(
+        [&] { return p.err().find(system_armed_line) != std::string::npos || p.status(); }, 10s);
+    BOOST_TEST_REQUIRE(armed, "no '" << system_armed_line << "...' on stderr within 10 s; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended early (" << describe(p.status()) << "); stderr: " << p.err());
 }
 
 } // namespace
@@ -486,6 +516,8 @@ BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
     BOOST_TEST(out.find("--max-depth N") != std::string::npos);
     BOOST_TEST(out.find("created") != std::string::npos);
     BOOST_TEST(out.find("\"origin\":\"removed_descendant\"") != std::string::npos);
+    BOOST_TEST(out.find("watch --system") != std::string::npos);
+    BOOST_TEST(out.find(system_armed_line) != std::string::npos);  // its -v readiness line
     BOOST_TEST(out.find("--no-victims") != std::string::npos);
     BOOST_TEST(out.find("--victim-hold MS") != std::string::npos);
     BOOST_TEST(out.find("\"unattributed\"") != std::string::npos);
@@ -587,6 +619,33 @@ BOOST_AUTO_TEST_CASE(recursive_usage_errors) {
     check_usage_error({"watch", "-r", "pid:abc"}, "oomwatch: pid:abc: not a process ID\n");
     // Without -r a cgroup is still required.
     check_usage_error({"--max-depth=1", "watch"}, "oomwatch: --max-depth needs --recursive (-r)\n");
+}
+
+// --system reports every kill of the machine: it takes no cgroup, nor the options that
+// shape cgroup watches (refused, not ignored), and belongs to watch alone.
+BOOST_AUTO_TEST_CASE(system_usage_errors) {
+    const std::string no_cgroup = "oomwatch: watch --system takes no cgroup: it reports every OOM kill on the machine\n";
+    check_usage_error({"watch", "--system", "/tmp"}, no_cgroup);
+    check_usage_error({"--system", "watch", "--", "1234"}, no_cgroup);
+    const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+        {{"-r"}, "--recursive"},
+        {{"--recursive"}, "--recursive"},
+        {{"--max-depth", "1"}, "--max-depth"},
+        {{"--local"}, "--local"},
+        {{"--kinds", "oom_kill"}, "--kinds"},
+        {{"--kinds=all"}, "--kinds"},
+        {{"--no-victims"}, "--no-victims"},
+        {{"--victim-hold", "0"}, "--victim-hold"},
+        {{"--victim-hold=100", "--local"}, "--victim-hold"},  // the first one given
+    };
+    for (const auto& [extra, name] : refused) {
+        BOOST_TEST_CONTEXT(name << " (" << extra.size() << " arguments)") {
+            std::vector<std::string> args = {"watch", "--system"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            check_usage_error(args, "oomwatch: " + name + " does not apply to watch --system\n");
+        }
+    }
+    check_usage_error({"--system", "demo"}, "oomwatch: --system is an option of watch\n");
 }
 
 BOOST_AUTO_TEST_CASE(victim_option_usage_errors) {
@@ -797,6 +856,52 @@ BOOST_FIXTURE_TEST_CASE(a_closed_pipe_with_sigpipe_at_its_default_kills_it, scra
     oom_kill_one(cg->path());
     const auto st = p.wait_exit(10s);
     BOOST_TEST((st && WIFSIGNALED(*st) && WTERMSIG(*st) == SIGPIPE), describe(st) << "; stderr: " << p.err());
+}
+
+// ---- watch --system: every kill of the machine ---------------------------------------------
+
+// A kill in a scratch cgroup is an oom_kill line naming the victim by its pid, in its
+// cgroup (or the hierarchy's root, when the kernel log did not name the cgroup). Other
+// kills on the machine meanwhile (other tests) may add lines of their own.
+BOOST_FIXTURE_TEST_CASE(system_watch_names_the_victim_of_a_kill, scratch_oom) {
+    cli_process p({"-v", "watch", "--system"});
+    require_system_armed(p);
+    BOOST_TEST(p.err().find("counted from /proc/vmstat") != std::string::npos, "stderr: " << p.err());
+    const pid_t pid = oom_kill_reported(
+        p, cg->path(), [&](pid_t victim) { return victim_of(complete_lines(p.out()), victim).has_value(); });
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+
+    const auto lines = parse_lines(p.out());
+    for (const auto& l : lines) BOOST_TEST(l.kind == "oom_kill", "a " << l.kind << " line");
+    const auto found = victim_of(lines, pid);
+    BOOST_TEST_REQUIRE(found.has_value(), "stdout: " << p.out());
+    const auto root = find_memory_hierarchy().mount_point.string();
+    BOOST_TEST((found->cgroup == cg->path().string() || found->cgroup == root), found->cgroup);
+    const auto& v = found->victim;
+    BOOST_TEST(std::string(v.at("comm").as_string()) == own_comm());
+    BOOST_TEST(std::string(v.at("constraint").as_string()) == "memcg");
+    if (const auto* task = v.if_contains("task_cgroup")) BOOST_TEST(std::string(task->as_string()) == cg->path().string());
+    if (const auto* oom = v.if_contains("oom_cgroup")) BOOST_TEST(std::string(oom->as_string()) == cg->path().string());
+    BOOST_TEST(v.at("kernel_seq").to_number<std::uint64_t>() > 0u);
+    BOOST_TEST(p.err().find("oomwatch: /dev/kmsg") == std::string::npos, p.err());
+}
+
+// Without CAP_SYSLOG under kernel.dmesg_restrict=1 the kernel log cannot be opened: the
+// system watch cannot start (status 3, the file and the reason, last on stderr after
+// the library's warning), before any output.
+BOOST_AUTO_TEST_CASE(system_watch_without_permission_for_the_kernel_log_exits_3) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    std::optional<sysctl_guard> restrict;
+    if (read_text("/proc/sys/kernel/dmesg_restrict") != "1\n") restrict.emplace("/proc/sys/kernel/dmesg_restrict", 1);
+    finished_run r({"watch", "--system"}, {.as_nobody = true});
+    BOOST_TEST(exited_with(r.status, exit_cannot_watch), describe(r.status) << "; stderr: " << r.p.err());
+    const std::string prefix = "oomwatch: /dev/kmsg: ";
+    const auto& err = r.p.err();
+    BOOST_TEST((err.ends_with(prefix + std::strerror(EPERM) + "\n") || err.ends_with(prefix + std::strerror(EACCES) + "\n")),
+               "stderr: " << err);
+    BOOST_TEST(r.p.err_count(prefix) == 1u, "stderr: " << err);
+    BOOST_TEST(r.p.out().empty(), "stdout: " << r.p.out());
 }
 
 // ---- watch -r: whole subtrees ------------------------------------------------------------
