@@ -43,14 +43,15 @@ void report_stdout_error(const boost::system::error_code& ec);
 
 /// What `oomwatch watch` was asked to do.
 struct watch_request {
-    std::vector<std::string> targets;  ///< as given; empty only with `recursive` (the whole hierarchy)
-    watch_options opts;
+    std::vector<std::string> targets;  ///< as given; empty only with `recursive` (the whole hierarchy) or `system`
+    watch_options opts;                ///< with -r, its kinds and victim options go to the trees
     bool recursive = false;            ///< -r: each target's whole subtree (tree_watcher)
+    bool system = false;               ///< --system: every OOM kill on the machine (system_watcher), no targets
     std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
 };
 
-/// `oomwatch watch [-r] TARGET...`
+/// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`
 int run_watch(const watch_request& req);
 
 /// `oomwatch demo`

@@ -4,8 +4,10 @@
 #include <oomwatch/event.hpp>
 
 #include <charconv>
+#include <chrono>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -22,6 +24,7 @@ using namespace oomwatch;
 constexpr std::string_view usage_text =
     R"usage(Usage: oomwatch [options] watch CGROUP...
        oomwatch [options] watch -r [--max-depth N] [CGROUP...]
+       oomwatch [-v] watch --system
        oomwatch [options] demo
        oomwatch --help | --version
 
@@ -29,6 +32,7 @@ Watches Linux memory cgroups (v1 and v2) for OOM events and prints one JSON obje
 per event on stdout, one a line:
   {"cgroup":"/sys/fs/cgroup/memory/app","kind":"oom_kill","count":1,
    "time":"2026-11-30T05:01:02.123456Z","version":1,"counters":{...}}
+and on oom_kill lines also "victims":[...],"unattributed":N (see Victims below).
 
 Commands:
   watch CGROUP...   Watch every CGROUP until SIGINT or SIGTERM, or until all of them
@@ -39,6 +43,15 @@ Commands:
   watch -r [CGROUP...]
                     Watch the whole subtree of every CGROUP (see -r); without a
                     CGROUP, the whole memory hierarchy of the machine.
+  watch --system    Report every OOM kill on the machine, global ones included, until
+                    SIGINT or SIGTERM: the victims from the kernel log (/dev/kmsg:
+                    root, or CAP_SYSLOG when kernel.dmesg_restrict is 1), the count
+                    from oom_kill in /proc/vmstat. One oom_kill line per kill, in the
+                    victim's memory cgroup; a kill whose cgroup is unknown, or whose
+                    record was lost ("unattributed"), is reported in the hierarchy's
+                    root; "counters" has the machine's oom_kill count, the others 0.
+                    Takes no CGROUP, and none of -r, --max-depth, --local, --kinds,
+                    --no-victims, --victim-hold.
   demo              (root) Create a scratch cgroup limited to 32 MiB, let the OOM
                     killer kill three children in it, and check that every kill is
                     reported exactly once.
@@ -64,14 +77,37 @@ Options:
                     its line.
   --max-depth N     With -r: watch N levels below each CGROUP at most (0: the CGROUP
                     alone, 1: its children too, ...). Default: every level.
+  --no-victims      Do not name the processes killed: every kill is counted in
+                    "unattributed", and no line waits for the kernel log.
+  --victim-hold MS  How long an oom_kill line may wait for the kernel log to name its
+                    victims, in milliseconds (default 50; 0: never wait); a kill not
+                    named by then is counted in "unattributed".
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
                     also print on stderr, once every watch is armed (an OOM from then
                     on is reported), for every cgroup:
                       oomwatch: watching DIR (cgroup vN)
                     and with -r, for every tree:
                       oomwatch: watching DIR and N cgroups below it (cgroup vN)
+                    and with --system:
+                      oomwatch: watching every OOM kill on the machine (kernel log,
+                      counted from /proc/vmstat)
   -h, --help        Show this help.
   --version         Show the version.
+
+Victims: every oom_kill line has "victims", the processes killed as the kernel log
+named them, and "unattributed", the kills it could not name (no permission to read
+/dev/kmsg, a record lost, --no-victims); the two add up to "count". A victim:
+  {"pid":1234,"comm":"app","uid":0,"constraint":"memcg",
+   "task_cgroup":"/sys/fs/cgroup/memory/app","oom_cgroup":"/sys/fs/cgroup/memory/app",
+   "total_vm":270573568,"anon_rss":33116160,"file_rss":1331200,"shmem_rss":0,
+   "oom_score_adj":0,"kernel_seq":8123,"kernel_time_us":1234567890}
+Sizes are in bytes. "uid" is null when the kernel did not print it. "constraint" is
+why the OOM killer ran: memcg (a cgroup's limit: "oom_cgroup" says whose), global,
+cpuset or mempolicy; "constraint_guessed":true when the kernel's report was rate
+limited and it was inferred. "task_cgroup" and "oom_cgroup" are left out when
+unknown. A memory.oom.group kill adds "group_kill":true and "group_cgroup". A byte of
+a name that is not UTF-8 is written as the character of the same value (0xff: U+00FF),
+so every line stays valid JSON.
 
 Output: each line is handed to write(2) whole, never held in a buffer. When stdout
 cannot be written (a full disk, a pipe whose reader is gone while SIGPIPE is ignored),
@@ -80,16 +116,18 @@ With SIGPIPE at its default, a closed pipe kills it with SIGPIPE as usual.
 
 Exit status:
   0  done: SIGINT or SIGTERM, or every watched cgroup was removed (with -r: the root
-     of every tree).
+     of every tree; with --system only a signal ends it).
   1  runtime failure: stdout cannot be written, or a watch failed after it started
-     ("oomwatch: CGROUP: REASON" on stderr; every other watch is stopped too); for
-     demo: a kill not reported exactly once, or the demo could not run.
+     ("oomwatch: CGROUP: REASON" on stderr, with --system "oomwatch: FILE: REASON";
+     every other watch is stopped too); for demo: a kill not reported exactly once,
+     or the demo could not run.
   2  bad usage: an unknown option, command or event kind, a missing or malformed
-     argument.
+     argument; watch --system with a CGROUP or an option of cgroup watches.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
      no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
-     output; nothing is watched).
+     output; nothing is watched); with --system: the kernel log or /proc/vmstat
+     cannot be read ("oomwatch: /dev/kmsg: REASON").
 )usage";
 
 int usage_error(std::string_view message) {
@@ -126,11 +164,52 @@ bool parse_kinds(std::string_view list, kind_set& out, std::string& bad) {
     return true;
 }
 
-// A depth: decimal digits only, no sign, no more than an unsigned holds.
-bool parse_depth(std::string_view text, unsigned& out) {
+// A depth or milliseconds: decimal digits only, no sign, no more than an unsigned holds.
+bool parse_unsigned(std::string_view text, unsigned& out) {
     if (text.empty()) return false;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
     return ec == std::errc{} && end == text.data() + text.size();
+}
+
+// An option with a value, "NAME VALUE" (the next argument, whatever it looks like) or
+// "NAME=VALUE".
+struct option_value {
+    bool matched = false;  // the argument is this option
+    bool missing = false;  // ... but "NAME" came last, without its value
+    std::string_view value;
+};
+
+option_value take_value(std::string_view name, int& i, int argc, char** argv) {
+    const std::string_view arg = argv[i];
+    if (arg == name) {
+        if (i + 1 >= argc) return {true, true, {}};
+        return {true, false, argv[++i]};
+    }
+    if (arg.size() > name.size() && arg.starts_with(name) && arg[name.size()] == '=')
+        return {true, false, arg.substr(name.size() + 1)};
+    return {};
+}
+
+int missing_value(std::string_view name) { return usage_error(std::string(name) + " needs a value"); }
+
+// An option whose value is a count ("NAME N" or "NAME=N"); `unit` names what it counts,
+// for the usage error.
+struct number_value {
+    bool matched = false;       // the argument is this option
+    std::optional<int> status;  // the usage error, already reported
+    unsigned value = 0;
+};
+
+number_value take_number(std::string_view name, std::string_view unit, int& i, int argc, char** argv) {
+    const auto v = take_value(name, i, argc, argv);
+    if (!v.matched) return {};
+    if (v.missing) return {true, missing_value(name)};
+    unsigned n = 0;
+    if (!parse_unsigned(v.value, n)) {
+        return {true, usage_error(std::string(name) + " needs a number of " + std::string(unit) + ", not '" +
+                                  std::string(v.value) + "'")};
+    }
+    return {true, std::nullopt, n};
 }
 
 int run(int argc, char** argv) {
@@ -139,6 +218,13 @@ int run(int argc, char** argv) {
     watch_options& opts = req.opts;
     int& verbosity = req.verbosity;
     bool options_done = false;
+    // `watch --system` reports the oom_kill lines of a system_watcher only: the options
+    // that shape cgroup watches have nothing to act on there, and are refused rather
+    // than silently ignored. The first one given.
+    std::string_view cgroup_only;
+    const auto shapes_cgroup_watches = [&cgroup_only](std::string_view name) {
+        if (cgroup_only.empty()) cgroup_only = name;
+    };
 
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];
@@ -158,34 +244,31 @@ int run(int argc, char** argv) {
             verbosity += 2;
         } else if (arg == "--local") {
             opts.counters = watch_options::scope::local;
+            shapes_cgroup_watches("--local");
         } else if (arg == "-r" || arg == "--recursive") {
             req.recursive = true;
-        } else if (arg == "--max-depth" || arg.starts_with("--max-depth=")) {
-            std::string_view value;
-            if (arg == "--max-depth") {
-                if (i + 1 >= argc) return usage_error("--max-depth needs a value");
-                value = argv[++i];
-            } else {
-                value = arg.substr(std::string_view("--max-depth=").size());
-            }
-            unsigned depth = 0;
-            if (!parse_depth(value, depth)) {
-                return usage_error("--max-depth needs a number of levels (0, 1, ...), not '" + std::string(value) +
-                                   "'");
-            }
-            req.max_depth = depth;
-        } else if (arg == "--kinds" || arg.starts_with("--kinds=")) {
-            std::string_view value;
-            if (arg == "--kinds") {
-                if (i + 1 >= argc) return usage_error("--kinds needs a value");
-                value = argv[++i];
-            } else {
-                value = arg.substr(std::string_view("--kinds=").size());
-            }
+            shapes_cgroup_watches("--recursive");
+        } else if (arg == "--system") {
+            req.system = true;
+        } else if (arg == "--no-victims") {
+            opts.victims = false;
+            shapes_cgroup_watches("--no-victims");
+        } else if (auto depth = take_number("--max-depth", "levels (0, 1, ...)", i, argc, argv); depth.matched) {
+            if (depth.status) return *depth.status;
+            req.max_depth = depth.value;
+            shapes_cgroup_watches("--max-depth");
+        } else if (auto hold = take_number("--victim-hold", "milliseconds (0, 50, ...)", i, argc, argv);
+                   hold.matched) {
+            if (hold.status) return *hold.status;
+            opts.victim_hold = std::chrono::milliseconds(hold.value);
+            shapes_cgroup_watches("--victim-hold");
+        } else if (auto kinds_arg = take_value("--kinds", i, argc, argv); kinds_arg.matched) {
+            if (kinds_arg.missing) return missing_value("--kinds");
             std::string bad;
-            if (!parse_kinds(value, opts.kinds, bad)) {
+            if (!parse_kinds(kinds_arg.value, opts.kinds, bad)) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
+            shapes_cgroup_watches("--kinds");
         } else {
             return usage_error("unknown option '" + std::string(arg) + "'");
         }
@@ -199,6 +282,13 @@ int run(int argc, char** argv) {
 
     const std::string& command = positional.front();
     if (command == "watch") {
+        if (req.system) {
+            if (positional.size() > 1) {
+                return usage_error("watch --system takes no cgroup: it reports every OOM kill on the machine");
+            }
+            if (!cgroup_only.empty()) return usage_error(std::string(cgroup_only) + " does not apply to watch --system");
+            return cli::run_watch(req);
+        }
         if (req.max_depth && !req.recursive) return usage_error("--max-depth needs --recursive (-r)");
         // With -r and no cgroup: the whole memory hierarchy.
         if (positional.size() < 2 && !req.recursive) return usage_error("watch needs at least one cgroup");
@@ -208,6 +298,7 @@ int run(int argc, char** argv) {
     if (command == "demo") {
         if (positional.size() > 1) return usage_error("demo takes no arguments");
         if (req.recursive || req.max_depth) return usage_error("--recursive and --max-depth are options of watch");
+        if (req.system) return usage_error("--system is an option of watch");
         return cli::run_demo(opts);
     }
     return usage_error("unknown command '" + command + "'");

@@ -3,6 +3,7 @@
 
 #include <oomwatch/log.hpp>
 
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/log/core/core.hpp>
@@ -17,6 +18,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
+#include <string_view>
 #include <iostream>
 
 namespace oomwatch::cli {
@@ -53,6 +56,92 @@ std::string format_rfc3339(std::chrono::system_clock::time_point tp) {
     return buf;
 }
 
+namespace {
+
+// The length of the well-formed UTF-8 sequence at `s[i]` (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or 0 when the byte there starts none.
+std::size_t utf8_sequence_at(std::string_view s, std::size_t i) {
+    const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char lead = byte(i);
+    if (lead < 0x80) return 1;
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        len = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        len = 3;
+        if (lead == 0xE0) lo = 0xA0;  // overlong
+        if (lead == 0xED) hi = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        len = 4;
+        if (lead == 0xF0) lo = 0x90;  // overlong
+        if (lead == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+        return 0;
+    }
+    if (s.size() - i < len || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+    for (std::size_t k = 2; k < len; ++k)
+        if ((byte(i + k) & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+// Text for a JSON string. A comm, and a cgroup's name, may hold any byte but NUL, while
+// Boost.JSON copies a std::string's bytes as they are (escaping only '"', '\\' and
+// control characters): a byte that is not UTF-8 would make the line invalid JSON, which
+// parsers reject whole. Each such byte becomes the code point of the same value
+// (0xFF: U+00FF, the byte read as Latin-1) rather than U+FFFD: the line stays valid and
+// the byte's value is kept, for a reader that knows the name was not UTF-8.
+// Well-formed UTF-8 passes unchanged.
+std::string json_text(std::string_view bytes) {
+    std::string out;
+    std::size_t done = 0;  // bytes[0, done) are in `out`, or need no copy yet
+    for (std::size_t i = 0; i < bytes.size();) {
+        if (const auto n = utf8_sequence_at(bytes, i)) {
+            i += n;
+            continue;
+        }
+        out.append(bytes.substr(done, i - done));
+        const auto b = static_cast<unsigned char>(bytes[i]);  // 0x80 and up: ASCII is UTF-8
+        out += static_cast<char>(0xC0 | (b >> 6));
+        out += static_cast<char>(0x80 | (b & 0x3F));
+        done = ++i;
+    }
+    if (done == 0) return std::string(bytes);  // the usual case: all UTF-8
+    out.append(bytes.substr(done));
+    return out;
+}
+
+std::string json_path(const std::filesystem::path& p) { return json_text(p.native()); }
+
+boost::json::object victim_to_json(const victim& v) {
+    boost::json::object o;
+    o["pid"] = v.pid;
+    o["comm"] = json_text(v.comm);
+    if (v.uid == static_cast<uid_t>(-1))
+        o["uid"] = nullptr;  // not printed by the kernel (before 5.3, or a rate-limited report)
+    else
+        o["uid"] = v.uid;
+    o["constraint"] = std::string(to_string(v.constraint));
+    if (v.constraint_guessed) o["constraint_guessed"] = true;
+    // Unknown cgroups are left out rather than given as "", which is no directory.
+    if (!v.task_cgroup.empty()) o["task_cgroup"] = json_path(v.task_cgroup);
+    if (!v.oom_cgroup.empty()) o["oom_cgroup"] = json_path(v.oom_cgroup);
+    o["total_vm"] = v.total_vm;
+    o["anon_rss"] = v.anon_rss;
+    o["file_rss"] = v.file_rss;
+    o["shmem_rss"] = v.shmem_rss;
+    o["oom_score_adj"] = v.oom_score_adj;
+    if (v.group_kill) {
+        o["group_kill"] = true;
+        if (!v.group_cgroup.empty()) o["group_cgroup"] = json_path(v.group_cgroup);
+    }
+    o["kernel_seq"] = v.kernel_seq;
+    o["kernel_time_us"] = v.kernel_time.count();
+    return o;
+}
+
+} // namespace
+
 std::string event_to_json(const oom_event& ev) {
     const auto& c = ev.counters;
     boost::json::object counters;
@@ -69,12 +158,21 @@ std::string event_to_json(const oom_event& ev) {
     }
 
     boost::json::object obj;
-    obj["cgroup"] = ev.cgroup.string();
+    obj["cgroup"] = json_path(ev.cgroup);
     obj["kind"] = std::string(to_string(ev.kind));
     obj["count"] = ev.count;
     obj["time"] = format_rfc3339(ev.time);
     obj["version"] = static_cast<int>(ev.version);
     obj["counters"] = std::move(counters);
+    // Every oom_kill line says who was killed, even when nobody could be named: a reader
+    // finds `victims` and `unattributed` there always, and their sum is `count`.
+    if (ev.kind == event_kind::oom_kill) {
+        boost::json::array victims;
+        victims.reserve(ev.victims.size());
+        for (const auto& v : ev.victims) victims.push_back(victim_to_json(v));
+        obj["victims"] = std::move(victims);
+        obj["unattributed"] = ev.unattributed;
+    }
     // Only when not `here` (tree watches): lines of plain watches stay as they were.
     switch (ev.origin) {
     case event_origin::here: break;

@@ -1,9 +1,11 @@
 // `oomwatch watch TARGET...`: one watcher per target (with -r: one tree_watcher per
-// target, or one for the whole memory hierarchy), events as JSON lines.
+// target, or one for the whole memory hierarchy; with --system: one system_watcher),
+// events as JSON lines.
 #include "cli.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
+#include <oomwatch/system_watcher.hpp>
 #include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>
 
@@ -23,7 +25,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <vector>
 
 namespace oomwatch::cli {
@@ -59,6 +60,7 @@ std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
 struct watch_state {
     std::vector<watcher>& watchers;
     std::vector<tree_watcher>& trees;
+    std::vector<system_watcher>& systems;  // one with --system, else none
     asio::signal_set& signals;
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
@@ -71,6 +73,7 @@ void stop_all(watch_state& st) {
     st.stopping = true;
     for (auto& w : st.watchers) w.close();
     for (auto& t : st.trees) t.close();
+    for (auto& s : st.systems) s.close();
     st.signals.cancel();
 }
 
@@ -80,16 +83,24 @@ void fail(watch_state& st) {
     stop_all(st);
 }
 
-// The directory a watch ends with: a watcher's cgroup, a tree's root (its descendants'
-// `removed` events do not end it).
-const std::filesystem::path& watched_dir(const watcher& w) { return w.cgroup(); }
-const std::filesystem::path& watched_dir(const tree_watcher& t) { return t.root(); }
+// What an error without a `failure()` is reported against: the watched cgroup, a
+// tree's root; for the system watch, the kernel log it reads.
+std::string watch_name(const watcher& w) { return w.cgroup().string(); }
+std::string watch_name(const tree_watcher& t) { return t.root().string(); }
+std::string watch_name(const system_watcher&) { return "/dev/kmsg"; }
+
+// Whether `ev` ends the watch: a watcher's `removed` (always its last event); a tree's
+// root's (its descendants' do not end it; should the root's event name it differently,
+// the next wait ends with cgroup_removed). A system watch has no `removed`.
+bool ends_watch(const watcher&, const oom_event& ev) { return ev.kind == event_kind::removed; }
+bool ends_watch(const tree_watcher& t, const oom_event& ev) {
+    return ev.kind == event_kind::removed && ev.cgroup == t.root();
+}
+bool ends_watch(const system_watcher&, const oom_event&) { return false; }
 
 template <class Watch>
 asio::awaitable<void> pump(Watch& w, watch_state& st) {
-    constexpr bool tree = std::is_same_v<Watch, tree_watcher>;
-    const std::filesystem::path dir = watched_dir(w);
-    const std::string name = dir.string();
+    const std::string name = watch_name(w);
     for (;;) {
         auto [ec, ev] = co_await w.async_next_event(asio::as_tuple(asio::use_awaitable));
         if (st.stopping) break;  // an event that raced with the shutdown is not printed
@@ -113,9 +124,7 @@ asio::awaitable<void> pump(Watch& w, watch_state& st) {
             fail(st);
             break;
         }
-        // A watcher's `removed` is always its last event; a tree's is its root's. (Should
-        // the root's event name it differently, the next wait ends with cgroup_removed.)
-        if (ev.kind == event_kind::removed && (!tree || ev.cgroup == dir)) break;
+        if (ends_watch(w, ev)) break;
     }
     if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
 }
@@ -143,15 +152,28 @@ int run_watch(const watch_request& req) {
     // The pumps hold references: no reallocation once they run.
     std::vector<watcher> watchers;
     std::vector<tree_watcher> trees;
+    std::vector<system_watcher> systems;
 
     tree_options topts;
     topts.kinds = req.opts.kinds;
     topts.max_depth = req.max_depth;
+    topts.victims = req.opts.victims;
+    topts.victim_hold = req.opts.victim_hold;
     if (req.recursive) raise_fd_limit();
+
+    if (req.system) {
+        // The throwing form: its error names the file that failed (/dev/kmsg, /proc/vmstat).
+        try {
+            systems.emplace_back(ioc.get_executor());
+        } catch (const cgroup_error& e) {
+            std::cerr << e.what() << '\n';
+            return exit_cannot_watch;
+        }
+    }
 
     // -r without a cgroup: the whole memory hierarchy, from its mount point.
     std::vector<std::string> targets = req.targets;
-    if (targets.empty()) {
+    if (targets.empty() && req.recursive) {
         boost::system::error_code ec;
         const auto h = find_memory_hierarchy(ec);
         if (ec) {
@@ -206,9 +228,15 @@ int run_watch(const watch_request& req) {
                       << count_of_cgroups(n > 0 ? n - 1 : 0) << " below it (cgroup v"
                       << static_cast<int>(t.version()) << ")\n";
         }
+        for (const auto& s : systems) {
+            std::cerr << "oomwatch: watching every OOM kill on the machine "
+                      << (s.exact() ? "(kernel log, counted from /proc/vmstat)\n"
+                                    : "(kernel log; this kernel's /proc/vmstat has no oom_kill: kills whose "
+                                      "record was lost are not counted)\n");
+        }
     }
 
-    watch_state st{watchers, trees, signals};
+    watch_state st{watchers, trees, systems, signals};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });
@@ -216,14 +244,15 @@ int run_watch(const watch_request& req) {
     auto rethrow = [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
     };
-    for (auto& w : watchers) {
-        ++st.running;
-        asio::co_spawn(ioc, pump(w, st), rethrow);
-    }
-    for (auto& t : trees) {
-        ++st.running;
-        asio::co_spawn(ioc, pump(t, st), rethrow);
-    }
+    auto start_pumps = [&](auto& watches) {
+        for (auto& w : watches) {
+            ++st.running;
+            asio::co_spawn(ioc, pump(w, st), rethrow);
+        }
+    };
+    start_pumps(watchers);
+    start_pumps(trees);
+    start_pumps(systems);
     ioc.run();
     return st.status;
 }

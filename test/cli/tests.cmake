@@ -1,16 +1,18 @@
 # Tests of the built `oomwatch` program (src/cli), run as a child process: arguments,
-# exit statuses, JSON lines for real OOM kills, signals, removal, output errors.
+# exit statuses, JSON lines for real OOM kills, signals, removal, output errors; and of
+# its JSON lines alone (output_test.cpp, with src/cli/output.cpp compiled in).
 # Included from test/CMakeLists.txt. Only with the tool (OOMWATCH_BUILD_TOOLS); the
 # sanitizer builds turn it off, and then this test does not exist.
 #
-#   cli   oomwatch_cli_tests: the usage cases run anywhere; the real-kernel ones
+#   cli   oomwatch_cli_tests: the usage and output cases run anywhere; the real-kernel ones
 #         (suite cli_kernel) need root and a memory cgroup hierarchy, and skip without
 #         them unless OOMWATCH_REQUIRE_KERNEL=1, which makes them fail instead.
 if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
-  find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json)
-  add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp)
-  target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json oomwatch_warnings)
+  find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json log_setup)
+  add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp ${CMAKE_CURRENT_LIST_DIR}/output_test.cpp
+                                    ${PROJECT_SOURCE_DIR}/src/cli/output.cpp)
+  target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/src/cli)
+  target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json Boost::log_setup oomwatch_warnings)
   target_compile_definitions(oomwatch_cli_tests PRIVATE
     OOMWATCH_CLI_PATH="$<TARGET_FILE:oomwatch_cli>"
     OOMWATCH_EXPECTED_VERSION="${PROJECT_VERSION}")
