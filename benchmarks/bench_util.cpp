@@ -458,9 +458,11 @@ bool kmsg_reader::read_record(std::string& out, int timeout_ms) {
     }
 }
 
-std::optional<std::int64_t> kmsg_reader::find_kill(pid_t pid, int timeout_ms) {
+std::optional<std::int64_t> kmsg_reader::find_kill(pid_t pid, int timeout_ms, bool* reported) {
     if (fd_ < 0) return std::nullopt;
     const auto deadline = now_ns() + std::int64_t{timeout_ms} * 1'000'000;
+    const std::string report_pid = ",pid=" + std::to_string(pid) + ",";
+    if (reported) *reported = false;
     std::string rec;
     for (;;) {
         auto left = (deadline - now_ns()) / 1'000'000;
@@ -468,6 +470,8 @@ std::optional<std::int64_t> kmsg_reader::find_kill(pid_t pid, int timeout_ms) {
         auto r = parse_kmsg_record(rec);
         if (!r) continue;
         if (auto p = parse_memcg_kill(r->message); p && *p == pid) return r->usec;
+        if (reported && r->message.starts_with("oom-kill:") && r->message.find(report_pid) != std::string_view::npos)
+            *reported = true;
     }
 }
 

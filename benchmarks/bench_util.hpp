@@ -168,8 +168,10 @@ public:
     const std::string& error() const { return error_; }
 
     /// The kmsg timestamp (microseconds) of the memcg OOM kill of `pid`, waiting up to
-    /// `timeout_ms` for it. Skips other records.
-    std::optional<std::int64_t> find_kill(pid_t pid, int timeout_ms);
+    /// `timeout_ms` for it. Skips other records. `reported`, if given: whether the
+    /// kernel's OOM report (`oom-kill:constraint=...,pid=N,...`, which names the victim's
+    /// cgroup) came before it; the kernel rate-limits that report machine-wide.
+    std::optional<std::int64_t> find_kill(pid_t pid, int timeout_ms, bool* reported = nullptr);
 
     /// Offset of the kmsg clock against CLOCK_MONOTONIC, in nanoseconds (kmsg minus
     /// monotonic), measured by writing marker records to /dev/kmsg; `uncertainty_ns`

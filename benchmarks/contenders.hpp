@@ -6,10 +6,12 @@
 #include <oomwatch/event.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,9 @@ public:
     /// the counter value the contender read with it (0 when it does not say).
     virtual void on_event(unsigned sub, std::size_t cg, event_kind k, std::uint64_t count,
                           std::uint64_t seen) noexcept = 0;
+    /// oomwatch only: how many victims the `oom_kill` event handed to `on_event` right
+    /// after this call names. Before it, so that a waiter that sees the event sees this.
+    virtual void on_named(unsigned /*sub*/, std::size_t /*cg*/, std::size_t /*named*/) noexcept {}
 };
 
 struct contender_options {
@@ -38,6 +43,10 @@ struct contender_options {
     /// oomwatch: deliver through `co_await w.next_event()` (one consumer per watcher) or
     /// through subscriptions, each on its own strand.
     enum class delivery { next_event, strand } mode = delivery::next_event;
+    /// oomwatch: `watch_options::victims` and `victim_hold` (empty: the library's
+    /// default). Real cgroups only: the fake v2 folders have no kernel log.
+    bool victims = true;
+    std::optional<std::chrono::milliseconds> victim_hold;
 };
 
 struct arm_result {

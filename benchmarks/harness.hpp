@@ -36,6 +36,8 @@ struct sizes {
     std::size_t lat_samples = 2000;  // per contender
     std::int64_t lat_gap_us = 200;   // pause between samples
     std::size_t v1_kills = 8;        // per contender
+    std::size_t v1_victim_isolated = 12;  // per contender, in the victims section: kills 0.6 s apart
+    std::size_t v1_victim_burst = 30;     // and back to back
     // scale
     std::vector<std::size_t> scale_v2{100, 1000, 10000};
     std::vector<std::size_t> scale_v1{100, 1000};
@@ -71,15 +73,20 @@ struct run_context {
 };
 
 /// Counts what each subscriber got, per cgroup; remembers when the first `oom` and
-/// `oom_kill` of a cgroup arrived (reset per sample).
+/// `oom_kill` of a cgroup arrived (reset per sample), and whether that `oom_kill` named
+/// all its victims (oomwatch).
 class tally_sink final : public sink {
 public:
     struct cell {
         std::atomic<std::uint64_t> oom{0}, oom_kill{0}, oom_group_kill{0}, events{0}, removed{0}, last_seen{0};
+        std::atomic<std::uint64_t> victims_named{0};  // summed over the oom_kill events
         std::atomic<std::int64_t> first_oom_ns{0}, first_kill_ns{0};
+        std::atomic<bool> first_kill_named{false};
+        std::atomic<std::uint64_t> named_pending{0};  // from on_named, for the on_event that follows
     };
     tally_sink(unsigned subscribers, std::size_t cgroups);
     void on_event(unsigned sub, std::size_t cg, event_kind k, std::uint64_t count, std::uint64_t seen) noexcept override;
+    void on_named(unsigned sub, std::size_t cg, std::size_t named) noexcept override;
     cell& at(unsigned sub, std::size_t cg) { return cells_[sub * n_ + cg]; }
     void reset_first(std::size_t cg);
     unsigned subscribers() const { return subs_; }
@@ -114,6 +121,7 @@ private:
 
 json::object run_latency_v2(run_context& rc);
 json::object run_latency_v1(run_context& rc);
+json::object run_latency_v1_victims(run_context& rc);
 json::object run_throughput(run_context& rc);
 json::object run_scale(run_context& rc);
 json::object run_parsers(run_context& rc);

@@ -31,11 +31,16 @@ void tally_sink::on_event(unsigned sub, std::size_t cg, event_kind k, std::uint6
         c.first_oom_ns.compare_exchange_strong(none, t);
         c.oom.fetch_add(count, std::memory_order_relaxed);
         break;
-    case event_kind::oom_kill:
+    case event_kind::oom_kill: {
+        const auto named = c.named_pending.exchange(0, std::memory_order_relaxed);
+        c.victims_named.fetch_add(named, std::memory_order_relaxed);
+        // Stored before first_kill_ns: the waiter reads it once it sees first_kill_ns.
+        if (c.first_kill_ns.load() == 0) c.first_kill_named.store(named == count);
         c.first_kill_ns.compare_exchange_strong(none, t);
         c.oom_kill.fetch_add(count, std::memory_order_relaxed);
         c.last_seen.store(seen, std::memory_order_relaxed);
         break;
+    }
     case event_kind::oom_group_kill:
         c.oom_group_kill.fetch_add(count, std::memory_order_relaxed);
         break;
@@ -47,10 +52,15 @@ void tally_sink::on_event(unsigned sub, std::size_t cg, event_kind k, std::uint6
     }
 }
 
+void tally_sink::on_named(unsigned sub, std::size_t cg, std::size_t named) noexcept {
+    at(sub, cg).named_pending.store(named, std::memory_order_relaxed);
+}
+
 void tally_sink::reset_first(std::size_t cg) {
     for (unsigned s = 0; s < subs_; ++s) {
         at(s, cg).first_oom_ns.store(0);
         at(s, cg).first_kill_ns.store(0);
+        at(s, cg).first_kill_named.store(false);
     }
 }
 
@@ -218,45 +228,113 @@ json::object run_latency_v2(run_context& rc) {
 
 // ---- v1 -----------------------------------------------------------------------------
 
-json::object run_latency_v1(run_context& rc) {
-    if (!rc.v1_root) return {{"skipped", rc.v1_skip_reason}};
-    const auto& sz = rc.sz;
+namespace {
+
+// One contender of a v1 run, on a real cgroup of its own.
+struct v1_lane {
+    v1_lane(std::string l, std::string w, std::string c, contender_options o)
+        : label(std::move(l)), which(std::move(w)), cgroup(std::move(c)), opts(o) {}
+    std::string label;
+    std::string which;   // for make_contender
+    std::string cgroup;  // its name under the scratch cgroup
+    contender_options opts;
+    std::optional<oomwatch::scratch::scratch_cgroup> cg;
+    std::unique_ptr<tally_sink> sink;
+    std::unique_ptr<contender> ct;  // after the cgroup and the sink: stopped before they go
+    struct sample {
+        std::int64_t kill_ns = 0;                 // the kill record, on CLOCK_MONOTONIC once the run is done
+        std::int64_t oom_ns = 0, oomkill_ns = 0;  // when the sink got them; 0: never
+        bool named = false;                       // the first oom_kill event named its victim
+        bool reported = false;                    // the kernel printed its OOM report (not rate limited)
+        std::size_t phase = 0;
+    };
+    std::vector<sample> samples;
+    std::size_t kills = 0;
+    std::string error;
+
+    bool counts_kills() const { return which != "seed"; }  // the seed design has no kill count on v1
+    // Latencies from the kill record, in us, of the samples of `phase` that got the event.
+    std::vector<double> from_kill(std::int64_t sample::*at, std::size_t phase = 0) const {
+        std::vector<double> out;
+        for (auto& s : samples)
+            if (s.phase == phase && s.*at) out.push_back(static_cast<double>(s.*at - s.kill_ns) / 1000.0);
+        return out;
+    }
+};
+
+// One OOM kill in `p`'s cgroup: waits for the kill record and the events, and keeps the sample.
+void kill_once(kmsg_reader& kmsg, v1_lane& p, std::size_t phase) {
+    p.sink->reset_first(0);
+    auto v = oomwatch::scratch::victim::spawn(p.cg->path(), 256u << 20);
+    if (!v) {
+        p.error = "cannot start a victim: " + v.error().message();
+        return;
+    }
+    auto st = v->wait(std::chrono::seconds(10));
+    if (!st || !oomwatch::scratch::victim::killed_by_sigkill(*st)) {
+        p.error = "the victim was not OOM-killed";
+        return;
+    }
+    ++p.kills;
+    v1_lane::sample s;
+    s.phase = phase;
+    auto usec = kmsg.find_kill(v->pid(), 2000, &s.reported);
+    // Wait for the events (the seed design reports only the notification).
+    auto& cell = p.sink->at(0, 0);
+    auto deadline = now_ns() + 3'000'000'000;
+    while (now_ns() < deadline && (cell.first_oom_ns.load() == 0 || (p.counts_kills() && cell.first_kill_ns.load() == 0)))
+        sleep_ms(1);
+    if (!usec) {
+        p.error = "no kill record in /dev/kmsg for pid " + std::to_string(v->pid());
+        return;
+    }
+    s.kill_ns = *usec * 1000;
+    s.oom_ns = cell.first_oom_ns.load();
+    s.oomkill_ns = cell.first_kill_ns.load();
+    s.named = cell.first_kill_named.load();
+    p.samples.push_back(s);
+}
+
+// Kills in every lane, the lanes taking turns kill by kill.
+struct v1_phase {
+    std::string name;
+    std::size_t kills = 0;  // per lane
+    std::int64_t gap_ms = 0;  // before each kill
+    std::int64_t pause_before_ms = 0;
+    bool shuffle = false;  // a random order of the lanes per round
+};
+
+// Arms every lane, runs the phases, and stops the lanes. Returns the kmsg clock
+// calibration for the results, or {"skipped": why} when the kernel log cannot be read.
+json::object run_v1_kills(run_context& rc, const std::string& what, std::vector<v1_lane>& lanes,
+                          const std::vector<v1_phase>& phases) {
     kmsg_reader kmsg;
     if (!kmsg.ok()) {
-        rc.fail("latency v1: cannot read the kernel log: " + kmsg.error());
+        rc.fail(what + ": cannot read the kernel log: " + kmsg.error());
         return {{"skipped", kmsg.error()}};
     }
     std::int64_t unc0 = 0, unc1 = 0;
     auto off0 = kmsg.calibrate(unc0);
-    std::cerr << "latency v1: " << sz.v1_kills << " real OOM kills per contender";
+    std::size_t kills = 0;
+    for (auto& ph : phases) kills += ph.kills;
+    std::cerr << what << ": " << kills << " real OOM kills per contender";
     if (off0) std::cerr << " (kmsg clock is " << static_cast<double>(*off0) / 1000.0 << " us ahead of CLOCK_MONOTONIC)";
     std::cerr << std::endl;
 
-    auto specs = latency_contenders(cgroup_version::v1);
-    struct per {
-        std::optional<oomwatch::scratch::scratch_cgroup> cg;
-        std::unique_ptr<tally_sink> sink;
-        std::unique_ptr<contender> ct;  // last: destroyed (stopped) first
-        std::vector<std::int64_t> kill_ns, oom_ns, oomkill_ns;  // raw, corrected later
-        std::size_t kills = 0;
-        std::string error;
-    };
-    std::vector<per> ps(specs.size());
-    for (std::size_t c = 0; c < specs.size(); ++c) {
-        auto& p = ps[c];
-        auto cg = rc.v1_root->create_child("lat-" + specs[c].which, 32u << 20);
+    for (auto& p : lanes) {
+        auto cg = rc.v1_root->create_child(p.cgroup, 32u << 20);
         if (!cg) {
             p.error = "cannot create a cgroup: " + cg.error().message();
-            rc.fail("latency v1: " + specs[c].label + ": " + p.error);
+            rc.fail(what + ": " + p.label + ": " + p.error);
             continue;
         }
         p.cg.emplace(std::move(*cg));
         p.sink = std::make_unique<tally_sink>(1, 1);
-        p.ct = make_contender(specs[c].which, specs[c].opts);
+        p.ct = make_contender(p.which, p.opts);
         auto ar = p.ct->arm({p.cg->path()}, *p.sink);
         if (!ar.ok()) {
             p.error = ar.error;
-            rc.fail("latency v1: " + specs[c].label + ": cannot arm: " + ar.error);
+            rc.fail(what + ": " + p.label + ": cannot arm: " + ar.error);
             p.ct.reset();
             continue;
         }
@@ -264,85 +342,163 @@ json::object run_latency_v1(run_context& rc) {
     }
     sleep_ms(50);
 
-    for (std::size_t k = 0; k < sz.v1_kills; ++k) {
-        for (std::size_t c = 0; c < specs.size(); ++c) {
-            auto& p = ps[c];
-            if (!p.ct) continue;
-            p.sink->reset_first(0);
-            auto v = oomwatch::scratch::victim::spawn(p.cg->path(), 256u << 20);
-            if (!v) {
-                p.error = "cannot start a victim: " + v.error().message();
-                continue;
+    std::mt19937_64 rng(7);
+    std::vector<std::size_t> order(lanes.size());
+    std::iota(order.begin(), order.end(), 0);
+    for (std::size_t ph = 0; ph < phases.size(); ++ph) {
+        sleep_ms(phases[ph].pause_before_ms);
+        for (std::size_t k = 0; k < phases[ph].kills; ++k) {
+            if (phases[ph].shuffle) std::shuffle(order.begin(), order.end(), rng);
+            for (auto c : order) {
+                if (!lanes[c].ct) continue;
+                sleep_ms(phases[ph].gap_ms);
+                kill_once(kmsg, lanes[c], ph);
             }
-            auto st = v->wait(std::chrono::seconds(10));
-            if (!st || !oomwatch::scratch::victim::killed_by_sigkill(*st)) {
-                p.error = "the victim was not OOM-killed";
-                continue;
-            }
-            ++p.kills;
-            auto usec = kmsg.find_kill(v->pid(), 2000);
-            // Wait for the events (the seed design reports only the notification).
-            const bool want_kill = specs[c].which != "seed";
-            auto& cell = p.sink->at(0, 0);
-            auto deadline = now_ns() + 3'000'000'000;
-            while (now_ns() < deadline &&
-                   (cell.first_oom_ns.load() == 0 || (want_kill && cell.first_kill_ns.load() == 0)))
-                sleep_ms(1);
-            if (!usec) {
-                p.error = "no kill record in /dev/kmsg for pid " + std::to_string(v->pid());
-                continue;
-            }
-            p.kill_ns.push_back(*usec * 1000);
-            p.oom_ns.push_back(cell.first_oom_ns.load());
-            p.oomkill_ns.push_back(cell.first_kill_ns.load());
         }
     }
     auto off1 = kmsg.calibrate(unc1);
     // The settling re-reads end within about 1.5 s of the last kill: then count.
     sleep_ms(1500);
+    for (auto& p : lanes)
+        if (p.ct) p.ct->stop();
     std::int64_t offset = 0;
     if (off0 && off1) offset = (*off0 + *off1) / 2;
     else if (off0) offset = *off0;
+    for (auto& p : lanes)
+        for (auto& s : p.samples) s.kill_ns -= offset;  // the kill record on CLOCK_MONOTONIC
 
-    json::array rows;
-    for (std::size_t c = 0; c < specs.size(); ++c) {
-        auto& p = ps[c];
-        json::object row{{"name", specs[c].label}, {"kills", p.kills}};
-        if (p.ct) p.ct->stop();
-        std::vector<double> oom, kill;
-        std::size_t missing_oom = 0, missing_kill = 0;
-        for (std::size_t i = 0; i < p.kill_ns.size(); ++i) {
-            auto t_kill = p.kill_ns[i] - offset;  // the kill record on CLOCK_MONOTONIC
-            if (p.oom_ns[i]) oom.push_back(static_cast<double>(p.oom_ns[i] - t_kill) / 1000.0);
-            else ++missing_oom;
-            if (p.oomkill_ns[i]) kill.push_back(static_cast<double>(p.oomkill_ns[i] - t_kill) / 1000.0);
-            else ++missing_kill;
-        }
-        row["oom"] = summary_json(summarize(oom));
-        if (specs[c].which != "seed") row["oom_kill"] = summary_json(summarize(kill));
-        if (!p.error.empty()) row["error"] = p.error;
-        if (p.sink) {
-            auto& cell = p.sink->at(0, 0);
-            row["delivered_oom"] = cell.oom.load();
-            row["delivered_events"] = cell.events.load();
-            if (specs[c].which != "seed") {
-                row["delivered_oom_kill"] = cell.oom_kill.load();
-                bool exact = cell.oom_kill.load() == p.kills && missing_kill == 0 && missing_oom == 0;
-                row["exact"] = exact;
-                if (!exact)
-                    rc.fail("latency v1: " + specs[c].label + ": " + std::to_string(p.kills) + " kills, " +
-                            std::to_string(cell.oom_kill.load()) + " oom_kill delivered, " +
-                            std::to_string(missing_oom + missing_kill) + " events missing");
-            }
-        }
-        if (!p.error.empty() && specs[c].which != "seed") rc.fail("latency v1: " + specs[c].label + ": " + p.error);
-        rows.push_back(std::move(row));
-    }
-    json::object out{{"kills_per_contender", sz.v1_kills}, {"contenders", std::move(rows)}};
+    json::object out{{"kills_per_contender", kills}};
     if (off0) out["kmsg_clock_offset_us_start"] = static_cast<double>(*off0) / 1000.0;
     if (off1) out["kmsg_clock_offset_us_end"] = static_cast<double>(*off1) / 1000.0;
     out["kmsg_clock_offset_uncertainty_us"] = static_cast<double>(std::max(unc0, unc1)) / 1000.0;
     if (!off0) out["note"] = "/dev/kmsg not writable: the kmsg clock was not calibrated against CLOCK_MONOTONIC";
+    return out;
+}
+
+// The exact-count check of a lane that counts kills: every kill delivered as oom_kill,
+// every sample with both events. Fails the run otherwise.
+bool check_exact(run_context& rc, const std::string& what, const v1_lane& p, json::object& row) {
+    auto& cell = p.sink->at(0, 0);
+    std::size_t missing = 0;
+    for (auto& s : p.samples) missing += (s.oom_ns == 0) + (s.oomkill_ns == 0);
+    row["delivered_oom"] = cell.oom.load();
+    row["delivered_events"] = cell.events.load();
+    row["delivered_oom_kill"] = cell.oom_kill.load();
+    bool exact = cell.oom_kill.load() == p.kills && missing == 0;
+    row["exact"] = exact;
+    if (!exact)
+        rc.fail(what + ": " + p.label + ": " + std::to_string(p.kills) + " kills, " + std::to_string(cell.oom_kill.load()) +
+                " oom_kill delivered, " + std::to_string(missing) + " events missing");
+    return exact;
+}
+
+} // namespace
+
+json::object run_latency_v1(run_context& rc) {
+    if (!rc.v1_root) return {{"skipped", rc.v1_skip_reason}};
+    std::vector<v1_lane> lanes;
+    for (auto& spec : latency_contenders(cgroup_version::v1))
+        lanes.emplace_back(spec.label, spec.which, "lat-" + spec.which, spec.opts);
+    auto out = run_v1_kills(rc, "latency v1", lanes, {v1_phase{.name = "", .kills = rc.sz.v1_kills}});
+    if (out.contains("skipped")) return out;
+
+    json::array rows;
+    for (auto& p : lanes) {
+        json::object row{{"name", p.label}, {"kills", p.kills}};
+        auto oom = p.from_kill(&v1_lane::sample::oom_ns);
+        row["oom"] = summary_json(summarize(oom));
+        if (p.counts_kills()) {
+            auto kill = p.from_kill(&v1_lane::sample::oomkill_ns);
+            row["oom_kill"] = summary_json(summarize(kill));
+        }
+        if (!p.error.empty()) row["error"] = p.error;
+        if (p.sink && p.counts_kills()) check_exact(rc, "latency v1", p, row);
+        else if (p.sink) {
+            row["delivered_oom"] = p.sink->at(0, 0).oom.load();
+            row["delivered_events"] = p.sink->at(0, 0).events.load();
+        }
+        if (!p.error.empty() && p.counts_kills()) rc.fail("latency v1: " + p.label + ": " + p.error);
+        rows.push_back(std::move(row));
+    }
+    out["contenders"] = std::move(rows);
+    return out;
+}
+
+// ---- v1: what naming the victims costs and buys ------------------------------------
+
+json::object run_latency_v1_victims(run_context& rc) {
+    if (!rc.v1_root) return {{"skipped", rc.v1_skip_reason}};
+    // (a) the old path: counts only, memory.oom_control polled with back-off after the
+    // notification; (b) the kill record triggers the re-read, counts never wait; (c) the
+    // same, and a count may wait up to the default hold for its victim's record.
+    std::vector<v1_lane> lanes;
+    auto lane = [&](std::string label, std::string cgroup, bool victims, std::optional<std::chrono::milliseconds> hold) {
+        contender_options o;
+        o.version = cgroup_version::v1;
+        o.victims = victims;
+        o.victim_hold = hold;
+        lanes.emplace_back(std::move(label), "oomwatch", std::move(cgroup), o);
+    };
+    lane("victims off", "vic-off", false, std::nullopt);
+    lane("victims, hold 0", "vic-hold0", true, std::chrono::milliseconds(0));
+    lane("victims, hold 50 ms", "vic-hold50", true, std::nullopt);
+    const std::string what = "latency v1 victims";
+    // Isolated: the kills far enough apart that the kernel prints every OOM report (it
+    // allows 10 per 5 s machine-wide), after a pause that lets an earlier section's
+    // burst age out of that window. Burst: back to back, most reports suppressed.
+    const bool smoke = rc.sz.mode == size_mode::smoke;
+    const std::vector<v1_phase> phases{
+        {.name = "isolated", .kills = rc.sz.v1_victim_isolated, .gap_ms = 600, .pause_before_ms = smoke ? 0 : 5000, .shuffle = true},
+        {.name = "burst", .kills = rc.sz.v1_victim_burst, .shuffle = true}};
+    auto out = run_v1_kills(rc, what, lanes, phases);
+    if (out.contains("skipped")) return out;
+
+    // OOMWATCH_BENCH_SAMPLES=DIR: the raw samples, one file per contender, in order.
+    if (const char* dump = std::getenv("OOMWATCH_BENCH_SAMPLES"); dump && *dump)
+        for (auto& p : lanes) {
+            std::ofstream f(fs::path(dump) / ("latency-v1-" + p.cgroup + ".txt"));
+            f << "# " << p.label << "\n# phase oom_kill_us oom_us named reported\n";
+            for (auto& s : p.samples)
+                f << phases[s.phase].name << ' ' << static_cast<double>(s.oomkill_ns - s.kill_ns) / 1000.0 << ' '
+                  << static_cast<double>(s.oom_ns - s.kill_ns) / 1000.0 << ' ' << s.named << ' ' << s.reported << '\n';
+        }
+
+    json::array rows;
+    for (auto& p : lanes) {
+        json::object row{{"name", p.label}, {"victims", p.opts.victims}, {"kills", p.kills}};
+        for (std::size_t ph = 0; ph < phases.size(); ++ph) {
+            auto kill = p.from_kill(&v1_lane::sample::oomkill_ns, ph);
+            auto oom = p.from_kill(&v1_lane::sample::oom_ns, ph);
+            std::size_t samples = 0, named = 0, reported = 0;
+            for (auto& s : p.samples) {
+                if (s.phase != ph) continue;
+                ++samples;
+                named += s.named;
+                reported += s.reported;
+            }
+            row[phases[ph].name] = json::object{{"oom_kill", summary_json(summarize(kill))},
+                                                {"oom", summary_json(summarize(oom))},
+                                                {"samples", samples},
+                                                {"named", named},         // the kill's oom_kill event: victims.size() == count
+                                                {"reported", reported}};  // the kernel printed its OOM report
+        }
+        if (p.sink) {
+            row["victims_named"] = p.sink->at(0, 0).victims_named.load();
+            check_exact(rc, what, p, row);
+            // Off means off: a victim named there is a bug.
+            if (!p.opts.victims && p.sink->at(0, 0).victims_named.load() > 0)
+                rc.fail(what + ": " + p.label + ": victims named with victims turned off");
+        }
+        if (!p.error.empty()) {
+            row["error"] = p.error;
+            rc.fail(what + ": " + p.label + ": " + p.error);
+        }
+        rows.push_back(std::move(row));
+    }
+    json::array phase_list;
+    for (auto& ph : phases) phase_list.push_back(json::object{{"name", ph.name}, {"kills", ph.kills}, {"gap_ms", ph.gap_ms}});
+    out["phases"] = std::move(phase_list);
+    out["contenders"] = std::move(rows);
     return out;
 }
 

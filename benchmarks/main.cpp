@@ -4,7 +4,7 @@
 //   oomwatch_bench --full          the full sizes
 //   oomwatch_bench --smoke         tiny sizes, checks exact counts only (CI)
 //   oomwatch_bench --json FILE     also writes the results as JSON
-//   oomwatch_bench --only latency,latency-v1,throughput,scale,tree,parsers
+//   oomwatch_bench --only latency,latency-v1,victims,throughput,scale,tree,parsers
 //
 // The process forks at start: the child runs the benchmarks, the parent waits and then
 // cleans up whatever the child could not (it died, was killed, or was interrupted):
@@ -68,11 +68,11 @@ struct options {
     std::set<std::string> only;
 };
 
-const std::set<std::string> all_sections{"parsers", "latency", "latency-v1", "throughput", "scale", "tree"};
+const std::set<std::string> all_sections{"parsers", "latency", "latency-v1", "victims", "throughput", "scale", "tree"};
 
 int usage(std::ostream& os, int code) {
     os << "usage: oomwatch_bench [--smoke|--quick|--full] [--json FILE] [--only SECTION,...]\n"
-          "  sections: parsers, latency (v2), latency-v1, throughput, scale, tree\n"
+          "  sections: parsers, latency (v2), latency-v1, victims (v1), throughput, scale, tree\n"
           "  --smoke: tiny sizes; checks the exact counts only, never the times (CI)\n"
           "  v1 parts need root and a cgroup v1 memory hierarchy; without them they are\n"
           "  skipped, unless OOMWATCH_REQUIRE_KERNEL=1, which makes that a failure.\n";
@@ -182,6 +182,7 @@ int orchestrate(const options& opt, run_context& rc) {
     section("parsers", "parsers", run_parsers);
     section("latency_v2", "latency", run_latency_v2);
     section("latency_v1", "latency-v1", run_latency_v1);
+    section("latency_v1_victims", "victims", run_latency_v1_victims);
     section("throughput", "throughput", run_throughput);
     section("scale", "scale", run_scale);
     section("tree", "tree", run_tree);
@@ -236,7 +237,7 @@ int main(int argc, char** argv) {
     rc.sz = sizes_for(opt->mode);
     rc.root = ::geteuid() == 0;
     rc.self_exe = fs::read_symlink("/proc/self/exe");
-    const bool wants_v1 = opt->only.contains("latency-v1") || opt->only.contains("scale");
+    const bool wants_v1 = opt->only.contains("latency-v1") || opt->only.contains("victims") || opt->only.contains("scale");
 
     // What the v1 parts need: root, and the memory controller on cgroup v1.
     boost::system::error_code hierarchy_ec;

@@ -41,6 +41,8 @@ public:
         // Fake cgroup folders live on tmpfs, outside any cgroup file system: say which
         // version they are. Real cgroups are looked up like any user would.
         if (o_.version == cgroup_version::v2) opts.force_version = cgroup_version::v2;
+        opts.victims = o_.victims;
+        if (o_.victim_hold) opts.victim_hold = *o_.victim_hold;
         ws_.reserve(dirs.size());
         for (std::size_t i = 0; i < dirs.size(); ++i) {
             boost::system::error_code ec;
@@ -65,9 +67,8 @@ public:
             subs_.reserve(ws_.size() * o_.subscribers);
             for (std::size_t i = 0; i < ws_.size(); ++i)
                 for (unsigned s = 0; s < o_.subscribers; ++s)
-                    subs_.push_back(ws_[i].subscribe(asio::make_strand(*ctx_), [this, i, s](const oomwatch::oom_event& ev) {
-                        sink_->on_event(s, i, ev.kind, ev.count, ev.counters.get(ev.kind));
-                    }));
+                    subs_.push_back(ws_[i].subscribe(asio::make_strand(*ctx_),
+                                                     [this, i, s](const oomwatch::oom_event& ev) { deliver(s, i, ev); }));
         }
         work_.emplace(ctx_->get_executor());
         for (unsigned t = 0; t < o_.threads; ++t)
@@ -99,9 +100,14 @@ private:
             } catch (const boost::system::system_error&) {
                 co_return;  // closed, or the cgroup is gone
             }
-            sink_->on_event(0, i, ev.kind, ev.count, ev.counters.get(ev.kind));
+            deliver(0, i, ev);
             if (ev.kind == event_kind::removed) co_return;
         }
+    }
+
+    void deliver(unsigned s, std::size_t i, const oomwatch::oom_event& ev) {
+        if (ev.kind == event_kind::oom_kill) sink_->on_named(s, i, ev.victims.size());
+        sink_->on_event(s, i, ev.kind, ev.count, ev.counters.get(ev.kind));
     }
 
     contender_options o_;

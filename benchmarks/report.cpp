@@ -22,6 +22,8 @@ sizes sizes_for(size_mode m) {
         s.lat_watched = 10;
         s.lat_samples = 50;
         s.v1_kills = 1;
+        s.v1_victim_isolated = 1;
+        s.v1_victim_burst = 1;
         s.scale_v2 = {10};
         s.scale_v1 = {5};
         s.idle_seconds = 0.5;
@@ -44,6 +46,8 @@ sizes sizes_for(size_mode m) {
         s.name = "full";
         s.lat_samples = 10000;
         s.v1_kills = 40;
+        s.v1_victim_isolated = 40;
+        s.v1_victim_burst = 100;
         s.idle_seconds = 10;
         s.scale_v1_kills = 10;
         s.tp_seconds = 3;
@@ -206,20 +210,29 @@ void print_latency_v2(const json::object& r, std::ostream& os) {
     t.print(os);
 }
 
-void print_latency_v1(const json::object& r, std::ostream& os) {
-    auto* lat = path_of(r, {"latency_v1"});
-    if (!lat) return;
+// The head of a v1 latency table: its title, and the kills per contender and the kmsg
+// clock's calibration. Null when the section did not run or was skipped.
+const json::object* print_v1_head(const json::object& r, std::string_view key, std::string_view title, std::ostream& os) {
+    auto* lat = path_of(r, {key});
+    if (!lat) return nullptr;
     auto& L = lat->as_object();
-    os << "\n== Notification latency, cgroup v1: kernel's kill record (/dev/kmsg) -> user code holds the event ==\n";
+    os << "\n== " << title << " ==\n";
     if (auto* s = L.if_contains("skipped")) {
         os << "  skipped: " << str(s) << '\n';
-        return;
+        return nullptr;
     }
     os << "   real OOM kills, " << str(L.if_contains("kills_per_contender"))
        << " per contender; kmsg clock offset to CLOCK_MONOTONIC " << fmt(num(L.if_contains("kmsg_clock_offset_us_start")))
        << " us (start) / " << fmt(num(L.if_contains("kmsg_clock_offset_us_end"))) << " us (end), +-"
-       << fmt(num(L.if_contains("kmsg_clock_offset_uncertainty_us"))) << " us\n"
-       << "   negative: the event came before the kill record (the OOM notification precedes the kill); ratios only\n"
+       << fmt(num(L.if_contains("kmsg_clock_offset_uncertainty_us"))) << " us\n";
+    return &L;
+}
+
+void print_latency_v1(const json::object& r, std::ostream& os) {
+    auto* head = print_v1_head(r, "latency_v1", "Notification latency, cgroup v1: kernel's kill record (/dev/kmsg) -> user code holds the event", os);
+    if (!head) return;
+    auto& L = *head;
+    os << "   negative: the event came before the kill record (the OOM notification precedes the kill); ratios only\n"
        << "   where both are positive, so p50-floor gives the difference\n";
     auto* rows = L.if_contains("contenders");
     auto* fl = find_named(rows, "floor");
@@ -252,6 +265,51 @@ void print_latency_v1(const json::object& r, std::ostream& os) {
         }
         if (auto* e = o.if_contains("error")) t.note(str(&o.at("name")) + ": " + str(e));
     }
+    t.print(os);
+}
+
+void print_latency_v1_victims(const json::object& r, std::ostream& os) {
+    auto* head = print_v1_head(r, "latency_v1_victims",
+                               "Victims, cgroup v1: kernel's kill record (/dev/kmsg) -> user code holds the oom_kill event, victims off and on", os);
+    if (!head) return;
+    auto& L = *head;
+    os << "   contenders take turns kill by kill, in a random order; isolated: 0.6 s between kills, burst: back to back.\n"
+       << "   named: the kill's oom_kill event named its victim (victims.size() == count). reports: kills whose OOM report the\n"
+       << "   kernel printed (it names the victim's cgroup; rate limited machine-wide to 10 per 5 s, and without it the\n"
+       << "   library finds the victim's cgroup in /proc, if the victim is still there). /off: against victims off, same phase\n";
+    auto* rows = L.if_contains("contenders");
+    auto* off = find_named(rows, "victims off");
+    auto p_of = [](const json::object* o, std::string_view phase, const char* ev, const char* p) -> const json::value* {
+        auto* ph = o ? o->if_contains(phase) : nullptr;
+        auto* s = ph && ph->is_object() ? ph->as_object().if_contains(ev) : nullptr;
+        return s && s->is_object() ? s->as_object().if_contains(p) : nullptr;
+    };
+    auto share = [](const json::value* part, const json::value* whole) {
+        if (num(whole) <= 0) return std::string("-");
+        return str(part) + "/" + str(whole) + " (" + fixed(100.0 * num(part) / num(whole), 0) + "%)";
+    };
+    table t({"phase", "contender", "p50/off", "p99/off", "|", "oom_kill p50 us", "p99 us", "max us", "oom p50 us", "named", "reports",
+             "exact"});
+    auto* phases = L.if_contains("phases");
+    for (auto& phv : phases->as_array()) {
+        const std::string phase = str(phv.as_object().if_contains("name"));
+        for (auto& v : rows->as_array()) {
+            auto& o = v.as_object();
+            auto* ph = o.if_contains(phase);
+            if (!ph || !ph->is_object()) continue;
+            auto& P = ph->as_object();
+            const bool victims = o.contains("victims") && o.at("victims").as_bool();
+            t.row({phase, str(&o.at("name")), ratio(p_of(&o, phase, "oom_kill", "p50_us"), p_of(off, phase, "oom_kill", "p50_us")),
+                   ratio(p_of(&o, phase, "oom_kill", "p99_us"), p_of(off, phase, "oom_kill", "p99_us")), "|",
+                   fmt(num(p_of(&o, phase, "oom_kill", "p50_us"))), fmt(num(p_of(&o, phase, "oom_kill", "p99_us"))),
+                   fmt(num(p_of(&o, phase, "oom_kill", "max_us"))), fmt(num(p_of(&o, phase, "oom", "p50_us"))),
+                   victims ? share(P.if_contains("named"), P.if_contains("samples")) : "off",
+                   share(P.if_contains("reported"), P.if_contains("samples")),
+                   o.contains("exact") ? (o.at("exact").as_bool() ? "yes" : "NO") : "-"});
+        }
+    }
+    for (auto& v : rows->as_array())
+        if (auto* e = v.as_object().if_contains("error")) t.note(str(&v.as_object().at("name")) + ": " + str(e));
     t.print(os);
 }
 
@@ -671,6 +729,7 @@ void print_report(const json::object& r, std::ostream& os) {
     if (auto* s = r.if_contains("v1_skipped")) os << "cgroup v1 parts skipped: " << str(s) << '\n';
     print_latency_v2(r, os);
     print_latency_v1(r, os);
+    print_latency_v1_victims(r, os);
     print_throughput(r, os);
     print_scale(r, os);
     print_tree(r, os);
