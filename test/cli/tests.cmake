@@ -19,3 +19,13 @@ if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   # It creates cgroups and runs OOM kills: alone, like the kernel tests.
   set_tests_properties(cli PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
 endif()
+
+# The metrics registry of `watch --metrics/--textfile` (src/cli/metrics.cpp), unit tested
+# with a clock of the test's: runs anywhere, fast.
+if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
+  add_executable(oomwatch_cli_metrics_tests ${CMAKE_CURRENT_LIST_DIR}/metrics_test.cpp
+    ${PROJECT_SOURCE_DIR}/src/cli/metrics.cpp)
+  target_include_directories(oomwatch_cli_metrics_tests PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(oomwatch_cli_metrics_tests PRIVATE oomwatch_test_support oomwatch_warnings)
+  add_test(NAME cli_metrics COMMAND oomwatch_cli_metrics_tests --log_level=test_suite --report_level=short)
+endif()
