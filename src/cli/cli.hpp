@@ -1,6 +1,8 @@
 // Pieces of the `oomwatch` command-line program shared between its source files.
 #pragma once
 
+#include "exporter.hpp"
+
 #include <oomwatch/event.hpp>
 #include <oomwatch/watcher.hpp>
 
@@ -48,6 +50,7 @@ struct watch_request {
     bool recursive = false;            ///< -r: each target's whole subtree (tree_watcher)
     std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
+    metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
 };
 
 /// `oomwatch watch [-r] TARGET...`
