@@ -8,7 +8,7 @@
 #         them unless OOMWATCH_REQUIRE_KERNEL=1, which makes them fail instead.
 if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json)
-  add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp)
+  add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp ${CMAKE_CURRENT_LIST_DIR}/metrics_cli_test.cpp)
   target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json oomwatch_warnings)
   target_compile_definitions(oomwatch_cli_tests PRIVATE
