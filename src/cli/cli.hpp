@@ -1,6 +1,8 @@
 // Pieces of the `oomwatch` command-line program shared between its source files.
 #pragma once
 
+#include "exporter.hpp"
+
 #include <oomwatch/event.hpp>
 #include <oomwatch/watcher.hpp>
 
@@ -49,6 +51,7 @@ struct watch_request {
     bool system = false;               ///< --system: every OOM kill on the machine (system_watcher), no targets
     std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
+    metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
 };
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`

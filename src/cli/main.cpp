@@ -3,8 +3,11 @@
 
 #include <oomwatch/event.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <filesystem>
+#include <optional>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -82,6 +85,29 @@ Options:
   --victim-hold MS  How long an oom_kill line may wait for the kernel log to name its
                     victims, in milliseconds (default 50; 0: never wait); a kill not
                     named by then is counted in "unattributed".
+  --metrics ADDR:PORT
+                    watch: serve the counts for Prometheus at http://ADDR:PORT/metrics
+                    (text format 0.0.4; HTTP/1.1, GET or HEAD; 127.0.0.1:9101,
+                    [::1]:9101, :9101 for every IPv4 address; port 0: any free port).
+                    Metrics:
+                      oomwatch_events_total{cgroup,kind}  events per cgroup and kind
+                        since the start (the sum of their counts), every kind reported;
+                        the watched cgroups' counting kinds from 0
+                      oomwatch_unattributed_kills_total  OOM kills without a victim named
+                      oomwatch_watched_cgroups  cgroups watched now
+                      oomwatch_build_info{version}  always 1
+                      process_start_time_seconds
+                    Limits: request headers of 8 KiB (else 431), no body, 10 s to send
+                    a request (idle keep-alive included) or read the answer, 64
+                    connections (more are closed at once).
+  --textfile PATH   watch: write the same metrics to PATH for node_exporter's textfile
+                    collector (name it *.prom): at start, then at most once a second
+                    after events, and at the end; replaced atomically (written to
+                    PATH.tmp, then renamed).
+  --metrics-retention DURATION
+                    How long a removed cgroup's series stay in the metrics (90s, 10m,
+                    2h; default 10m): its last counts can still be scraped; then they
+                    go, so that cgroups coming and going do not pile up.
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
                     also print on stderr, once every watch is armed (an OOM from then
                     on is reported), for every cgroup:
@@ -91,6 +117,8 @@ Options:
                     and with --system:
                       oomwatch: watching every OOM kill on the machine (kernel log,
                       counted from /proc/vmstat)
+                    and with --metrics, after them:
+                      oomwatch: serving metrics on http://ADDR:PORT/metrics
   -h, --help        Show this help.
   --version         Show the version.
 
@@ -119,8 +147,9 @@ Exit status:
      of every tree; with --system only a signal ends it).
   1  runtime failure: stdout cannot be written, or a watch failed after it started
      ("oomwatch: CGROUP: REASON" on stderr, with --system "oomwatch: FILE: REASON";
-     every other watch is stopped too); for demo: a kill not reported exactly once,
-     or the demo could not run.
+     every other watch is stopped too), or --metrics cannot listen or --textfile
+     cannot be written at start; for demo: a kill not reported exactly once, or the
+     demo could not run.
   2  bad usage: an unknown option, command or event kind, a missing or malformed
      argument; watch --system with a CGROUP or an option of cgroup watches.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
@@ -212,6 +241,36 @@ number_value take_number(std::string_view name, std::string_view unit, int& i, i
     return {true, std::nullopt, n};
 }
 
+// --metrics ADDR:PORT, --textfile PATH, --metrics-retention DURATION (also as
+// --name=value): nothing when `arg` is none of them, else an error message, empty when
+// the option was taken.
+std::optional<std::string> metrics_option(std::string_view arg, int& i, int argc, char** argv,
+                                          cli::metrics_config& cfg) {
+    static constexpr std::string_view names[] = {"--metrics", "--textfile", "--metrics-retention"};
+    const auto name = arg.substr(0, arg.find('='));
+    if (std::find(std::begin(names), std::end(names), name) == std::end(names)) return std::nullopt;
+    std::string_view value;
+    if (name.size() < arg.size()) {
+        value = arg.substr(name.size() + 1);
+    } else if (i + 1 < argc) {
+        value = argv[++i];
+    } else {
+        return std::string(name) + " needs a value";
+    }
+    if (name == "--metrics") {
+        cfg.listen = cli::parse_listen_address(value);
+        if (!cfg.listen) return "--metrics needs ADDR:PORT (127.0.0.1:9101, [::1]:9101, :9101), not '" + std::string(value) + "'";
+    } else if (name == "--textfile") {
+        if (value.empty()) return std::string("--textfile needs a file name");
+        cfg.textfile = std::filesystem::path(value);
+    } else {
+        auto d = cli::parse_duration(value);
+        if (!d) return "--metrics-retention needs a duration (90s, 10m, 2h), not '" + std::string(value) + "'";
+        cfg.retention = *d;
+    }
+    return std::string();
+}
+
 int run(int argc, char** argv) {
     std::vector<std::string> positional;
     cli::watch_request req;
@@ -269,6 +328,8 @@ int run(int argc, char** argv) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
             shapes_cgroup_watches("--kinds");
+        } else if (auto m = metrics_option(arg, i, argc, argv, req.metrics)) {
+            if (!m->empty()) return usage_error(*m);
         } else {
             return usage_error("unknown option '" + std::string(arg) + "'");
         }
@@ -290,6 +351,8 @@ int run(int argc, char** argv) {
             return cli::run_watch(req);
         }
         if (req.max_depth && !req.recursive) return usage_error("--max-depth needs --recursive (-r)");
+        if (!req.metrics.enabled() && req.metrics.retention != cli::metrics_config{}.retention)
+            return usage_error("--metrics-retention needs --metrics or --textfile");
         // With -r and no cgroup: the whole memory hierarchy.
         if (positional.size() < 2 && !req.recursive) return usage_error("watch needs at least one cgroup");
         req.targets.assign(positional.begin() + 1, positional.end());
@@ -299,6 +362,7 @@ int run(int argc, char** argv) {
         if (positional.size() > 1) return usage_error("demo takes no arguments");
         if (req.recursive || req.max_depth) return usage_error("--recursive and --max-depth are options of watch");
         if (req.system) return usage_error("--system is an option of watch");
+        if (req.metrics.enabled()) return usage_error("--metrics and --textfile are options of watch");
         return cli::run_demo(opts);
     }
     return usage_error("unknown command '" + command + "'");

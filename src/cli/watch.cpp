@@ -22,6 +22,7 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,6 +63,7 @@ struct watch_state {
     std::vector<tree_watcher>& trees;
     std::vector<system_watcher>& systems;  // one with --system, else none
     asio::signal_set& signals;
+    metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
     int status = exit_ok;
@@ -75,6 +77,7 @@ void stop_all(watch_state& st) {
     for (auto& t : st.trees) t.close();
     for (auto& s : st.systems) s.close();
     st.signals.cancel();
+    if (st.exporter) st.exporter->stop();
 }
 
 // A failure: remember it, stop everything. The first message is the one printed.
@@ -124,6 +127,7 @@ asio::awaitable<void> pump(Watch& w, watch_state& st) {
             fail(st);
             break;
         }
+        if (st.exporter) st.exporter->record(ev);
         if (ends_watch(w, ev)) break;
     }
     if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
@@ -215,6 +219,21 @@ int run_watch(const watch_request& req) {
         }
     }
 
+    // After the watches: a cgroup that cannot be watched is reported first (status 3).
+    std::unique_ptr<metrics_exporter> exporter;
+    if (req.metrics.enabled()) {
+        std::vector<std::string> dirs;
+        for (const auto& w : watchers) dirs.push_back(w.cgroup().string());
+        for (const auto& t : trees) dirs.push_back(t.root().string());
+        exporter = start_exporter(ioc.get_executor(), req.metrics, req.opts.kinds, dirs, [&watchers, &trees] {
+            std::size_t n = 0;
+            for (const auto& w : watchers) n += w.is_open() ? 1 : 0;
+            for (const auto& t : trees) n += t.is_open() ? t.size() : 0;
+            return n;
+        });
+        if (!exporter) return exit_failure;
+    }
+
     // Every watch is armed once its constructor returned: an OOM from now on is reported
     // (in a tree: in every cgroup it found; those created later are counted from zero).
     if (req.verbosity >= 1) {
@@ -234,9 +253,10 @@ int run_watch(const watch_request& req) {
                                     : "(kernel log; this kernel's /proc/vmstat has no oom_kill: kills whose "
                                       "record was lost are not counted)\n");
         }
+        if (exporter && exporter->url()) std::cerr << "oomwatch: serving metrics on " << *exporter->url() << '\n';
     }
 
-    watch_state st{watchers, trees, systems, signals};
+    watch_state st{watchers, trees, systems, signals, exporter.get()};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });

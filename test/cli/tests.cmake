@@ -10,7 +10,7 @@
 if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json log_setup)
   add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp ${CMAKE_CURRENT_LIST_DIR}/output_test.cpp
-                                    ${PROJECT_SOURCE_DIR}/src/cli/output.cpp)
+                                    ${CMAKE_CURRENT_LIST_DIR}/metrics_cli_test.cpp ${PROJECT_SOURCE_DIR}/src/cli/output.cpp)
   target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/src/cli)
   target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json Boost::log_setup oomwatch_warnings)
   target_compile_definitions(oomwatch_cli_tests PRIVATE
@@ -20,4 +20,14 @@ if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   add_test(NAME cli COMMAND oomwatch_cli_tests --log_level=test_suite --report_level=short)
   # It creates cgroups and runs OOM kills: alone, like the kernel tests.
   set_tests_properties(cli PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+endif()
+
+# The metrics registry of `watch --metrics/--textfile` (src/cli/metrics.cpp), unit tested
+# with a clock of the test's: runs anywhere, fast.
+if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
+  add_executable(oomwatch_cli_metrics_tests ${CMAKE_CURRENT_LIST_DIR}/metrics_test.cpp
+    ${PROJECT_SOURCE_DIR}/src/cli/metrics.cpp)
+  target_include_directories(oomwatch_cli_metrics_tests PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(oomwatch_cli_metrics_tests PRIVATE oomwatch_test_support oomwatch_warnings)
+  add_test(NAME cli_metrics COMMAND oomwatch_cli_metrics_tests --log_level=test_suite --report_level=short)
 endif()

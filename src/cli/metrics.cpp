@@ -1,0 +1,107 @@
+// The metrics registry and its text exposition format (Prometheus 0.0.4).
+#include "metrics.hpp"
+
+#include <cstdio>
+
+namespace oomwatch::cli {
+
+namespace {
+
+// The kinds counted per cgroup before their first event (add_cgroup): the counters.
+// removed, failed, created and skipped happen once per cgroup: they get a series when
+// they happen.
+constexpr event_kind counting_kinds[] = {event_kind::oom,  event_kind::oom_kill, event_kind::oom_group_kill,
+                                         event_kind::high, event_kind::max,      event_kind::low};
+
+void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+} // namespace
+
+std::string escape_label_value(std::string_view value) {
+    std::string out;
+    out.reserve(value.size());
+    for (char c : value) {
+        switch (c) {
+        case '\\': out += "\\\\"; break;
+        case '"': out += "\\\""; break;
+        case '\n': out += "\\n"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+metrics_registry::metrics_registry(options opts) : opts_(std::move(opts)) {}
+
+void metrics_registry::add_cgroup(const std::string& cgroup, kind_set kinds) {
+    auto& s = cgroups_[cgroup];
+    for (auto k : counting_kinds) {
+        if (kinds.contains(k)) s.shown[static_cast<std::size_t>(k)] = true;
+    }
+}
+
+void metrics_registry::record(const oom_event& ev) {
+    const auto now = opts_.now();
+    expire(now);  // a series past its retention starts again from 0, not from its old count
+    auto& s = cgroups_[ev.cgroup.string()];
+    const auto k = static_cast<std::size_t>(ev.kind);
+    s.counts[k] += ev.count;
+    s.shown[k] = true;
+    if (ev.kind == event_kind::oom_kill) unattributed_ += ev.unattributed;
+    if (ev.kind == event_kind::removed || ev.kind == event_kind::skipped) {
+        if (!s.gone_at) s.gone_at = now;
+    } else {
+        s.gone_at.reset();  // events again: a cgroup of that name is watched (made anew in a tree)
+    }
+}
+
+void metrics_registry::expire(clock::time_point now) {
+    std::erase_if(cgroups_, [&](const auto& entry) {
+        const auto& gone = entry.second.gone_at;
+        return gone && now - *gone >= opts_.retention;
+    });
+}
+
+std::optional<metrics_registry::clock::time_point> metrics_registry::next_expiry() const {
+    std::optional<clock::time_point> next;
+    for (const auto& [name, s] : cgroups_) {
+        if (s.gone_at && (!next || *s.gone_at + opts_.retention < *next)) next = *s.gone_at + opts_.retention;
+    }
+    return next;
+}
+
+std::string metrics_registry::render() {
+    expire(opts_.now());
+    std::string out;
+    header(out, "oomwatch_events_total", "counter",
+           "Events reported per cgroup and kind since oomwatch started (the sum of their counts); "
+           "a removed cgroup's series stay for the retention.");
+    for (const auto& [name, s] : cgroups_) {
+        const std::string cgroup = escape_label_value(name);
+        for (std::size_t k = 0; k < event_kind_count; ++k) {
+            if (!s.shown[k]) continue;
+            out.append("oomwatch_events_total{cgroup=\"").append(cgroup).append("\",kind=\"");
+            out.append(to_string(static_cast<event_kind>(k))).append("\"} ");
+            out.append(std::to_string(s.counts[k])).append("\n");
+        }
+    }
+    header(out, "oomwatch_unattributed_kills_total", "counter",
+           "OOM kills reported without their victim (its kernel log record lost, not read in time, or not readable).");
+    out.append("oomwatch_unattributed_kills_total ").append(std::to_string(unattributed_)).append("\n");
+    header(out, "oomwatch_watched_cgroups", "gauge", "Cgroups watched now.");
+    out.append("oomwatch_watched_cgroups ").append(std::to_string(opts_.watched_cgroups())).append("\n");
+    header(out, "oomwatch_build_info", "gauge", "The oomwatch version, as a label; always 1.");
+    out.append("oomwatch_build_info{version=\"").append(escape_label_value(opts_.version)).append("\"} 1\n");
+    header(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    const auto start_us = std::chrono::duration_cast<std::chrono::microseconds>(opts_.process_start.time_since_epoch());
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%lld.%06lld", static_cast<long long>(start_us.count() / 1000000),
+                  static_cast<long long>(start_us.count() % 1000000));
+    out.append("process_start_time_seconds ").append(buf).append("\n");
+    return out;
+}
+
+} // namespace oomwatch::cli

@@ -1,0 +1,140 @@
+// Unit tests of the metrics registry of `oomwatch watch --metrics/--textfile`
+// (src/cli/metrics.cpp): counts, label escaping, the retention of a removed cgroup's
+// series (with a clock the test moves), the text exposition format.
+#define BOOST_TEST_MODULE oomwatch_cli_metrics_tests
+#include "cli/metrics.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <string>
+
+using namespace oomwatch;
+using namespace oomwatch::cli;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A registry on a clock that moves only when the test says so.
+struct fake_clock_registry {
+    metrics_registry::clock::time_point now{std::chrono::hours(1)};
+    std::size_t watched = 2;
+    metrics_registry reg{options()};
+
+    metrics_registry::options options() {
+        metrics_registry::options o;
+        o.version = "1.2.3";
+        o.process_start = std::chrono::system_clock::time_point(std::chrono::microseconds(1'700'000'000'250'000));
+        o.retention = 10min;
+        o.now = [this] { return now; };
+        o.watched_cgroups = [this] { return watched; };
+        return o;
+    }
+};
+
+oom_event event(const std::string& cgroup, event_kind kind, std::uint64_t count, std::uint64_t unattributed = 0) {
+    oom_event ev;
+    ev.cgroup = cgroup;
+    ev.kind = kind;
+    ev.count = count;
+    ev.unattributed = unattributed;
+    return ev;
+}
+
+std::string series(const std::string& cgroup_label, std::string_view kind, std::uint64_t value) {
+    return "oomwatch_events_total{cgroup=\"" + cgroup_label + "\",kind=\"" + std::string(kind) + "\"} " +
+           std::to_string(value) + "\n";
+}
+
+bool has(const std::string& text, const std::string& line) { return text.find(line) != std::string::npos; }
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(label_values_are_escaped) {
+    BOOST_TEST(escape_label_value("plain/path") == "plain/path");
+    BOOST_TEST(escape_label_value("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
+    BOOST_TEST(escape_label_value("") == "");
+}
+
+BOOST_FIXTURE_TEST_CASE(counts_add_up_per_cgroup_and_kind, fake_clock_registry) {
+    reg.add_cgroup("/cg/a", kind_set::defaults());
+    auto text = reg.render();
+    // The counting kinds of a watched cgroup start at 0; once-only kinds do not show.
+    BOOST_TEST(has(text, series("/cg/a", "oom", 0)));
+    BOOST_TEST(has(text, series("/cg/a", "oom_kill", 0)));
+    BOOST_TEST(has(text, series("/cg/a", "oom_group_kill", 0)));
+    BOOST_TEST(!has(text, "kind=\"high\""));
+    BOOST_TEST(!has(text, "kind=\"removed\""));
+
+    reg.record(event("/cg/a", event_kind::oom_kill, 3, 1));
+    reg.record(event("/cg/a", event_kind::oom_kill, 2, 2));
+    reg.record(event("/cg/a", event_kind::oom, 4));
+    reg.record(event("/cg/b", event_kind::created, 1));
+    reg.record(event("/cg/b", event_kind::oom_kill, 1));
+    text = reg.render();
+    BOOST_TEST(has(text, series("/cg/a", "oom_kill", 5)), text);
+    BOOST_TEST(has(text, series("/cg/a", "oom", 4)));
+    BOOST_TEST(has(text, series("/cg/b", "created", 1)));
+    BOOST_TEST(has(text, series("/cg/b", "oom_kill", 1)));
+    BOOST_TEST(!has(text, "cgroup=\"/cg/b\",kind=\"oom\""));  // neither watched from the start nor seen
+    // Only oom_kill events carry unattributed kills.
+    reg.record(event("/cg/a", event_kind::oom, 1, 7));
+    BOOST_TEST(has(reg.render(), "\noomwatch_unattributed_kills_total 3\n"));
+}
+
+BOOST_FIXTURE_TEST_CASE(the_rendering_is_the_exposition_format, fake_clock_registry) {
+    reg.record(event("/cg/we\"ird\\name\nx", event_kind::oom_kill, 1));
+    const auto text = reg.render();
+    BOOST_TEST(has(text, series("/cg/we\\\"ird\\\\name\\nx", "oom_kill", 1)), text);
+    for (const char* name : {"oomwatch_events_total", "oomwatch_unattributed_kills_total", "oomwatch_watched_cgroups",
+                             "oomwatch_build_info", "process_start_time_seconds"}) {
+        BOOST_TEST_CONTEXT(name) {
+            BOOST_TEST(has(text, std::string("# HELP ") + name + " "));
+            BOOST_TEST(has(text, std::string("# TYPE ") + name + " "));
+        }
+    }
+    BOOST_TEST(has(text, "# TYPE oomwatch_events_total counter\n"));
+    BOOST_TEST(has(text, "# TYPE oomwatch_watched_cgroups gauge\n"));
+    BOOST_TEST(has(text, "\noomwatch_watched_cgroups 2\n"));
+    BOOST_TEST(has(text, "\noomwatch_build_info{version=\"1.2.3\"} 1\n"));
+    BOOST_TEST(has(text, "\nprocess_start_time_seconds 1700000000.250000\n"));
+    BOOST_TEST(text.ends_with("\n"));
+    // No pid or comm labels: the cardinality is the cgroups'.
+    BOOST_TEST(!has(text, "pid="));
+    BOOST_TEST(!has(text, "comm="));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_removed_cgroups_series_stay_for_the_retention_then_go, fake_clock_registry) {
+    reg.record(event("/cg/gone", event_kind::oom_kill, 2));
+    reg.record(event("/cg/stays", event_kind::oom_kill, 1));
+    BOOST_TEST(!reg.next_expiry());
+    now += 1min;
+    reg.record(event("/cg/gone", event_kind::removed, 1));
+    BOOST_TEST((reg.next_expiry() == now + 10min));
+    now += 10min - 1s;
+    auto text = reg.render();
+    BOOST_TEST(has(text, series("/cg/gone", "oom_kill", 2)), text);
+    BOOST_TEST(has(text, series("/cg/gone", "removed", 1)));
+    now += 1s;
+    text = reg.render();
+    BOOST_TEST(!has(text, "/cg/gone"), text);
+    BOOST_TEST(has(text, series("/cg/stays", "oom_kill", 1)));
+    BOOST_TEST(!reg.next_expiry());
+    // A cgroup of the same name made later starts from 0.
+    reg.record(event("/cg/gone", event_kind::oom_kill, 1));
+    BOOST_TEST(has(reg.render(), series("/cg/gone", "oom_kill", 1)));
+}
+
+BOOST_FIXTURE_TEST_CASE(a_skipped_cgroup_expires_and_events_again_keep_it, fake_clock_registry) {
+    reg.record(event("/cg/skipped", event_kind::skipped, 1));
+    reg.record(event("/cg/back", event_kind::removed, 1));
+    now += 5min;
+    // Made anew and watched again within the retention: its series stay, counting on.
+    reg.record(event("/cg/back", event_kind::created, 1));
+    now += 5min;
+    const auto text = reg.render();
+    BOOST_TEST(!has(text, "/cg/skipped"), text);
+    BOOST_TEST(has(text, series("/cg/back", "removed", 1)));
+    BOOST_TEST(has(text, series("/cg/back", "created", 1)));
+    BOOST_TEST(!reg.next_expiry());
+}
