@@ -584,10 +584,27 @@ void watcher_state::route_locked(occurrence o, std::unique_lock<std::mutex>& lk)
     // Behind a held one, the records go to that one first.
     if (kills && !behind) missing -= matcher_->take_into(o.src.get(), kills, now, o.victims);
     if (behind || (missing && hold_.count() > 0)) {
-        if (missing && !behind)
+        bool publish_early = false;
+        if (missing && !behind) {
             OOMWATCH_LOG(trace) << o.src->cgroup << ": " << missing << " kill(s) wait for their kernel log records";
+            // Only the kills wait (and the group kill counted with them, which comes after
+            // them): the `oom` found by the same read happened before them and goes now.
+            if (!o.end) {
+                occurrence early = o;
+                early.victims.clear();
+                early.d.by_kind[static_cast<std::size_t>(event_kind::oom_kill)] = 0;
+                early.d.by_kind[static_cast<std::size_t>(event_kind::oom_group_kill)] = 0;
+                if (!early.d.empty()) {
+                    for (std::size_t i = 0; i < event_kind_count; ++i)
+                        if (early.d.by_kind[i]) o.d.by_kind[i] = 0;
+                    publish_early = true;
+                    enqueue_locked(std::move(early));
+                }
+            }
+        }
         held_.push_back(held_occurrence{std::move(o), missing, now + hold_});
         arm_hold_timer_locked();
+        if (publish_early) wake_waiter(lk);
         return;
     }
     if (missing) matcher_->give_up(o.src.get(), missing, now, logged_by_usec(std::chrono::milliseconds(0)));
