@@ -1,6 +1,7 @@
 // `oomwatch watch TARGET...`: one watcher per target (with -r: one tree_watcher per
 // target, or one for the whole memory hierarchy), events as JSON lines.
 #include "cli.hpp"
+#include "service.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
@@ -60,6 +61,7 @@ struct watch_state {
     std::vector<watcher>& watchers;
     std::vector<tree_watcher>& trees;
     asio::signal_set& signals;
+    service_notifier& service;
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
     int status = exit_ok;
@@ -69,6 +71,7 @@ struct watch_state {
 // wait: the io_context then runs out of work and run_watch returns. Idempotent.
 void stop_all(watch_state& st) {
     st.stopping = true;
+    st.service.stopping();
     for (auto& w : st.watchers) w.close();
     for (auto& t : st.trees) t.close();
     st.signals.cancel();
@@ -139,6 +142,7 @@ int run_watch(const watch_request& req) {
     asio::io_context ioc(1);
     // First: from the moment a watch is announced, SIGINT and SIGTERM end it cleanly.
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    service_notifier service(ioc);
 
     // The pumps hold references: no reallocation once they run.
     std::vector<watcher> watchers;
@@ -208,7 +212,8 @@ int run_watch(const watch_request& req) {
         }
     }
 
-    watch_state st{watchers, trees, signals};
+    service.ready();  // under systemd: READY=1, and the watchdog pings start
+    watch_state st{watchers, trees, signals, service};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });
