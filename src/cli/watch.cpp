@@ -2,6 +2,7 @@
 // target, or one for the whole memory hierarchy; with --system: one system_watcher),
 // events as JSON lines.
 #include "cli.hpp"
+#include "service.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
@@ -63,6 +64,7 @@ struct watch_state {
     std::vector<tree_watcher>& trees;
     std::vector<system_watcher>& systems;  // one with --system, else none
     asio::signal_set& signals;
+    service_notifier& service;
     metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
@@ -73,6 +75,7 @@ struct watch_state {
 // wait: the io_context then runs out of work and run_watch returns. Idempotent.
 void stop_all(watch_state& st) {
     st.stopping = true;
+    st.service.stopping();
     for (auto& w : st.watchers) w.close();
     for (auto& t : st.trees) t.close();
     for (auto& s : st.systems) s.close();
@@ -152,6 +155,7 @@ int run_watch(const watch_request& req) {
     asio::io_context ioc(1);
     // First: from the moment a watch is announced, SIGINT and SIGTERM end it cleanly.
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    service_notifier service(ioc);
 
     // The pumps hold references: no reallocation once they run.
     std::vector<watcher> watchers;
@@ -256,7 +260,8 @@ int run_watch(const watch_request& req) {
         if (exporter && exporter->url()) std::cerr << "oomwatch: serving metrics on " << *exporter->url() << '\n';
     }
 
-    watch_state st{watchers, trees, systems, signals, exporter.get()};
+    service.ready();  // under systemd: READY=1, and the watchdog pings start
+    watch_state st{watchers, trees, systems, signals, service, exporter.get()};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });

@@ -20,6 +20,15 @@ if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   add_test(NAME cli COMMAND oomwatch_cli_tests --log_level=test_suite --report_level=short)
   # It creates cgroups and runs OOM kills: alone, like the kernel tests.
   set_tests_properties(cli PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+
+  # cli_service: the systemd notify protocol (READY=1, WATCHDOG=1, STOPPING=1) on a
+  # socket the test binds; its real-kernel cases skip or fail like those of cli.
+  add_executable(oomwatch_service_tests ${CMAKE_CURRENT_LIST_DIR}/service_test.cpp)
+  target_link_libraries(oomwatch_service_tests PRIVATE oomwatch_test_support oomwatch_warnings)
+  target_compile_definitions(oomwatch_service_tests PRIVATE OOMWATCH_CLI_PATH="$<TARGET_FILE:oomwatch_cli>")
+  add_dependencies(oomwatch_service_tests oomwatch_cli)
+  add_test(NAME cli_service COMMAND oomwatch_service_tests --log_level=test_suite --report_level=short)
+  set_tests_properties(cli_service PROPERTIES TIMEOUT 120 RUN_SERIAL TRUE)
 endif()
 
 # The metrics registry of `watch --metrics/--textfile` (src/cli/metrics.cpp), unit tested
