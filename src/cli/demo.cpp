@@ -86,7 +86,10 @@ asio::awaitable<void> pump(watcher& w, demo_state& st) {
         case event_kind::oom_kill:
             st.oom_kills += ev.count;
             std::cerr << "demo: reported: " << ev.count << " OOM kill" << (ev.count == 1 ? "" : "s")
-                      << " (oom_kill counter " << ev.counters.oom_kill << ")\n";
+                      << " (oom_kill counter " << ev.counters.oom_kill << ")";
+            for (const auto& v : ev.victims) std::cerr << "; victim: pid " << v.pid << " (" << v.comm << ")";
+            if (ev.unattributed) std::cerr << "; " << ev.unattributed << " not named";
+            std::cerr << '\n';
             break;
         case event_kind::oom:
             st.ooms += ev.count;
