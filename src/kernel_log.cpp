@@ -1,5 +1,7 @@
 #include "kernel_log.hpp"
 
+#include <oomwatch/kernel_log.hpp>
+
 #include "detail/cgroup.hpp"
 #include "detail/context_executor.hpp"
 #include "detail/parse.hpp"
@@ -311,3 +313,17 @@ void kernel_log_service::fill_from_proc(kill_record& k) {
 }
 
 } // namespace oomwatch::detail
+
+namespace oomwatch {
+
+kernel_log_stats kernel_log_statistics(boost::asio::execution_context& ctx) {
+    auto& svc = boost::asio::use_service<detail::kernel_log_service>(ctx);
+    kernel_log_stats s;
+    s.records_read = svc.records_seen();
+    s.records_lost = svc.records_lost();
+    s.foreign_records = svc.foreign_records();
+    s.reading = svc.is_open();
+    return s;
+}
+
+} // namespace oomwatch

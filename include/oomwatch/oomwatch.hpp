@@ -4,6 +4,7 @@
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
+#include <oomwatch/kernel_log.hpp>
 #include <oomwatch/log.hpp>
 #include <oomwatch/system_watcher.hpp>
 #include <oomwatch/tree_watcher.hpp>

@@ -1,6 +1,9 @@
 // The metrics exporter: one registry, its two outlets.
 #include "exporter.hpp"
 
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
+
 #ifndef OOMWATCH_VERSION
 #define OOMWATCH_VERSION "0.1.0"
 #endif
@@ -95,6 +98,9 @@ std::unique_ptr<metrics_exporter> start_exporter(boost::asio::any_io_executor ex
     opts.version = OOMWATCH_VERSION;
     opts.process_start = std::chrono::system_clock::now();
     opts.watched_cgroups = std::move(watched_cgroups);
+    opts.kernel_log = [ctx = &boost::asio::query(ex, boost::asio::execution::context)] {
+        return kernel_log_statistics(*ctx);
+    };
     std::unique_ptr<metrics_exporter> exporter;
     try {
         exporter = std::make_unique<metrics_exporter>(std::move(ex), cfg, std::move(opts));

@@ -94,6 +94,10 @@ Options:
                         since the start (the sum of their counts), every kind reported;
                         the watched cgroups' counting kinds from 0
                       oomwatch_unattributed_kills_total  OOM kills without a victim named
+                      oomwatch_victims_total{constraint}  OOM kills with their victim
+                        named, per cause: memcg, global, cpuset, mempolicy
+                      oomwatch_kernel_log_records_lost_total  kernel log records lost
+                      oomwatch_kernel_log_foreign_records_total  forged records ignored
                       oomwatch_watched_cgroups  cgroups watched now
                       oomwatch_build_info{version}  always 1
                       process_start_time_seconds

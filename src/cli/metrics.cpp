@@ -50,7 +50,13 @@ void metrics_registry::record(const oom_event& ev) {
     const auto k = static_cast<std::size_t>(ev.kind);
     s.counts[k] += ev.count;
     s.shown[k] = true;
-    if (ev.kind == event_kind::oom_kill) unattributed_ += ev.unattributed;
+    if (ev.kind == event_kind::oom_kill) {
+        unattributed_ += ev.unattributed;
+        for (const auto& v : ev.victims) {
+            const auto c = static_cast<std::size_t>(v.constraint);
+            if (c < std::size(by_constraint_)) ++by_constraint_[c];
+        }
+    }
     if (ev.kind == event_kind::removed || ev.kind == event_kind::skipped) {
         if (!s.gone_at) s.gone_at = now;
     } else {
@@ -91,6 +97,22 @@ std::string metrics_registry::render() {
     header(out, "oomwatch_unattributed_kills_total", "counter",
            "OOM kills reported without their victim (its kernel log record lost, not read in time, or not readable).");
     out.append("oomwatch_unattributed_kills_total ").append(std::to_string(unattributed_)).append("\n");
+    header(out, "oomwatch_victims_total", "counter",
+           "OOM kills reported with their victim named, per cause: a cgroup's limit (memcg), the whole "
+           "machine out of memory (global), a cpuset or a memory policy.");
+    for (std::size_t c = 0; c < std::size(by_constraint_); ++c) {
+        out.append("oomwatch_victims_total{constraint=\"").append(to_string(static_cast<oom_constraint>(c)));
+        out.append("\"} ").append(std::to_string(by_constraint_[c])).append("\n");
+    }
+    if (opts_.kernel_log) {
+        const auto k = opts_.kernel_log();
+        header(out, "oomwatch_kernel_log_records_lost_total", "counter",
+               "Kernel log records overwritten before oomwatch read them (a kill among them goes unnamed).");
+        out.append("oomwatch_kernel_log_records_lost_total ").append(std::to_string(k.records_lost)).append("\n");
+        header(out, "oomwatch_kernel_log_foreign_records_total", "counter",
+               "Kernel log records written by processes, not the kernel: ignored, however much they look like OOM lines.");
+        out.append("oomwatch_kernel_log_foreign_records_total ").append(std::to_string(k.foreign_records)).append("\n");
+    }
     header(out, "oomwatch_watched_cgroups", "gauge", "Cgroups watched now.");
     out.append("oomwatch_watched_cgroups ").append(std::to_string(opts_.watched_cgroups())).append("\n");
     header(out, "oomwatch_build_info", "gauge", "The oomwatch version, as a label; always 1.");

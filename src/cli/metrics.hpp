@@ -4,6 +4,7 @@
 #pragma once
 
 #include <oomwatch/event.hpp>
+#include <oomwatch/kernel_log.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -32,6 +33,8 @@ public:
         std::chrono::steady_clock::duration retention = std::chrono::minutes(10);  ///< of a removed cgroup's series
         std::function<clock::time_point()> now = [] { return clock::now(); };   ///< injectable for tests
         std::function<std::size_t()> watched_cgroups = [] { return std::size_t{0}; };  ///< the gauge, read at render
+        /// The kernel-log reader's statistics, read at render; none: not shown.
+        std::function<kernel_log_stats()> kernel_log;
     };
 
     explicit metrics_registry(options opts);
@@ -61,6 +64,7 @@ private:
     options opts_;
     std::map<std::string, cgroup_series> cgroups_;  // sorted: a stable rendering
     std::uint64_t unattributed_ = 0;
+    std::uint64_t by_constraint_[4] = {};  // named victims, per oom_constraint
 };
 
 } // namespace oomwatch::cli

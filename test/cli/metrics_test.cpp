@@ -138,3 +138,34 @@ BOOST_FIXTURE_TEST_CASE(a_skipped_cgroup_expires_and_events_again_keep_it, fake_
     BOOST_TEST(has(text, series("/cg/back", "created", 1)));
     BOOST_TEST(!reg.next_expiry());
 }
+
+// Named victims per cause (global OOMs among them, which no cgroup counter shows), and
+// the kernel log's losses and forgeries when the registry is given its statistics.
+BOOST_FIXTURE_TEST_CASE(victims_per_cause_and_the_kernel_log_are_counted, fake_clock_registry) {
+    auto ev = event("/cg/a", event_kind::oom_kill, 3, 1);
+    victim v;
+    v.constraint = oom_constraint::global;
+    ev.victims.push_back(v);
+    v.constraint = oom_constraint::memcg;
+    ev.victims.push_back(v);
+    reg.record(ev);
+    auto text = reg.render();
+    BOOST_TEST(has(text, "\noomwatch_victims_total{constraint=\"global\"} 1\n"), text);
+    BOOST_TEST(has(text, "\noomwatch_victims_total{constraint=\"memcg\"} 1\n"));
+    BOOST_TEST(has(text, "\noomwatch_victims_total{constraint=\"cpuset\"} 0\n"));
+    BOOST_TEST(has(text, "# TYPE oomwatch_victims_total counter\n"));
+    BOOST_TEST(!has(text, "oomwatch_kernel_log_records_lost_total"));  // not given: not shown
+
+    auto o = options();
+    o.kernel_log = [] {
+        kernel_log_stats k;
+        k.records_lost = 7;
+        k.foreign_records = 2;
+        return k;
+    };
+    metrics_registry with_log(o);
+    text = with_log.render();
+    BOOST_TEST(has(text, "\noomwatch_kernel_log_records_lost_total 7\n"), text);
+    BOOST_TEST(has(text, "\noomwatch_kernel_log_foreign_records_total 2\n"));
+    BOOST_TEST(has(text, "# TYPE oomwatch_kernel_log_records_lost_total counter\n"));
+}

@@ -9,6 +9,8 @@
 #include "fault_injection.hpp"
 #include "kernel_log.hpp"
 
+#include <oomwatch/kernel_log.hpp>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
@@ -130,6 +132,21 @@ BOOST_FIXTURE_TEST_CASE(an_injected_epipe_counts_as_lost, reader) {
     BOOST_TEST(logs.count("record(s) lost") == 1u);  // said, once
     BOOST_TEST(client->errors.empty());  // a loss is no failure: reading goes on
     BOOST_TEST(svc.is_open());
+    // The public statistics say the same.
+    const auto pub = kernel_log_statistics(ctx);
+    BOOST_TEST(pub.records_lost == svc.records_lost());
+    BOOST_TEST(pub.records_read == svc.records_seen());
+    BOOST_TEST(pub.foreign_records == svc.foreign_records());
+    BOOST_TEST(pub.reading);
+}
+
+BOOST_AUTO_TEST_CASE(a_context_nobody_read_the_log_on_has_zero_statistics) {
+    asio::io_context ctx;
+    const auto s = kernel_log_statistics(ctx);
+    BOOST_TEST(s.records_read == 0u);
+    BOOST_TEST(s.records_lost == 0u);
+    BOOST_TEST(s.foreign_records == 0u);
+    BOOST_TEST(!s.reading);
 }
 
 BOOST_AUTO_TEST_CASE(a_failed_read_is_said_once_and_the_context_runs_out) {
