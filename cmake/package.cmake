@@ -39,6 +39,8 @@ else()
   message(WARNING "help2man not found (scripts/bootstrap installs it): no man page")
 endif()
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT bin)
+install(FILES ${PROJECT_SOURCE_DIR}/dist/prometheus/oomwatch-alerts.yml DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples
+        COMPONENT bin)
 
 # ---- the Debian packages ---------------------------------------------------------
 set(CPACK_GENERATOR DEB)

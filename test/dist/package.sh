@@ -34,6 +34,7 @@ program="$root/usr/bin/oomwatch"
 [[ -f "$root/usr/share/man/man1/oomwatch.1.gz" ]] || fail "no man page"
 zcat "$root/usr/share/man/man1/oomwatch.1.gz" | grep -q '^\.TH OOMWATCH "1"' || fail "the man page is no section 1 page"
 [[ -f "$root/usr/share/doc/oomwatch/README.md" ]] || fail "no /usr/share/doc/oomwatch"
+[[ -f "$root/usr/share/doc/oomwatch/examples/oomwatch-alerts.yml" ]] || fail "no alerting rules in /usr/share/doc/oomwatch/examples"
 
 echo "== the unit"
 unit="$root/lib/systemd/system/oomwatch.service"

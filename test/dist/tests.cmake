@@ -5,6 +5,8 @@
 #                 program; skipped without systemd-analyze unless OOMWATCH_REQUIRE_KERNEL=1
 #   package       cpack, dpkg-deb -x both packages, run the program, verify its unit,
 #                 build test/install/consumer against the -dev package
+#   prometheus_rules  promtool check rules on dist/prometheus/oomwatch-alerts.yml and on
+#                 README.md's copy of it, which must be the same
 if(TARGET oomwatch_cli)
   add_test(NAME service_unit
     COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/verify-unit.sh ${PROJECT_BINARY_DIR}/dist/oomwatch.service
@@ -15,3 +17,5 @@ if(TARGET oomwatch_cli)
       ${PROJECT_SOURCE_DIR} ${CMAKE_COMMAND})
   set_tests_properties(package PROPERTIES TIMEOUT 600)
 endif()
+add_test(NAME prometheus_rules COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/check-rules.sh ${PROJECT_SOURCE_DIR})
+set_tests_properties(prometheus_rules PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 60)
