@@ -6,9 +6,13 @@
 #include <oomwatch/event.hpp>
 #include <oomwatch/watcher.hpp>
 
+#include <boost/json/object.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +35,12 @@ std::string format_rfc3339(std::chrono::system_clock::time_point tp);
 
 /// One event as a single-line JSON object (no newline).
 std::string event_to_json(const oom_event& ev);
+
+/// A path as JSON text: a byte that is not UTF-8 becomes the character of its value.
+std::string json_path(const std::filesystem::path& p);
+
+/// A victim as the JSON object of the `victims` arrays.
+boost::json::object victim_to_json(const victim& v);
 
 /// Writes all of `text` to stdout with write(2) (retrying on EINTR, waiting on a
 /// non-blocking descriptor); the error when it cannot, e.g. ENOSPC or EPIPE.
@@ -56,6 +66,20 @@ struct watch_request {
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`
 int run_watch(const watch_request& req);
+
+/// A CGROUP argument that names a process ("1234", "pid:1234"); nothing for a path, and
+/// then `malformed` says whether it was meant as a process ID but is none ("pid:abc").
+std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed);
+
+/// How `oomwatch status` prints: `automatic` is a table on a terminal, else JSON.
+enum class status_format { automatic, table, json };
+
+/// Why `oomwatch status` cannot run with these options and targets (a usage error),
+/// or nothing.
+std::optional<std::string> status_usage_problem(const watch_request& req);
+
+/// `oomwatch status [-r [--max-depth N]] [CGROUP...]`
+int run_status(const watch_request& req, status_format format);
 
 /// `oomwatch demo`
 int run_demo(const watch_options& opts);

@@ -29,6 +29,7 @@ constexpr std::string_view usage_text =
        oomwatch [options] watch -r [--max-depth N] [CGROUP...]
        oomwatch [-v] watch --system
        oomwatch [options] demo
+       oomwatch [--json|--table] status [-r [--max-depth N]] [CGROUP...]
        oomwatch --help | --version
 
 Watches Linux memory cgroups (v1 and v2) for OOM events and prints one JSON object
@@ -55,6 +56,14 @@ Commands:
                     root; "counters" has the machine's oom_kill count, the others 0.
                     Takes no CGROUP, and none of -r, --max-depth, --local, --kinds,
                     --no-victims, --victim-hold.
+  status [CGROUP...]
+                    Say why OOM events might not be seen: the cgroup version and
+                    mounts, the memory controller, oom_group_kill, PSI, /dev/kmsg and
+                    kernel.dmesg_restrict, oom_kill in /proc/vmstat, inotify limits and
+                    use, RLIMIT_NOFILE; for each CGROUP (with -r its subtree, down to
+                    --max-depth) its counters, limits, usage and the last victim the
+                    kernel log still holds. Each problem found says what to do. A table
+                    on a terminal (or with --table), else one JSON object (--json).
   demo              (root) Create a scratch cgroup limited to 32 MiB, let the OOM
                     killer kill three children in it, and check that every kill is
                     reported exactly once.
@@ -112,6 +121,7 @@ Options:
                     How long a removed cgroup's series stay in the metrics (90s, 10m,
                     2h; default 10m): its last counts can still be scraped; then they
                     go, so that cgroups coming and going do not pile up.
+  --json, --table   status: print one JSON object, or the table.
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
                     also print on stderr, once every watch is armed (an OOM from then
                     on is reported), for every cgroup:
@@ -153,14 +163,16 @@ Exit status:
      ("oomwatch: CGROUP: REASON" on stderr, with --system "oomwatch: FILE: REASON";
      every other watch is stopped too), or --metrics cannot listen or --textfile
      cannot be written at start; for demo: a kill not reported exactly once, or the
-     demo could not run.
+     demo could not run; for status: something prevents watching (no memory
+     hierarchy, a CGROUP that cannot be watched, ...).
   2  bad usage: an unknown option, command or event kind, a missing or malformed
      argument; watch --system with a CGROUP or an option of cgroup watches.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
      no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
      output; nothing is watched); with --system: the kernel log or /proc/vmstat
-     cannot be read ("oomwatch: /dev/kmsg: REASON").
+     cannot be read ("oomwatch: /dev/kmsg: REASON"); for status: a CGROUP cannot be
+     found (the report is printed all the same).
 )usage";
 
 int usage_error(std::string_view message) {
@@ -281,6 +293,7 @@ int run(int argc, char** argv) {
     watch_options& opts = req.opts;
     int& verbosity = req.verbosity;
     bool options_done = false;
+    auto status_format = cli::status_format::automatic;  // --json, --table: of status only
     // `watch --system` reports the oom_kill lines of a system_watcher only: the options
     // that shape cgroup watches have nothing to act on there, and are refused rather
     // than silently ignored. The first one given.
@@ -301,6 +314,8 @@ int run(int argc, char** argv) {
             return print_or_fail(usage_text);
         } else if (arg == "--version") {
             return print_or_fail("oomwatch " OOMWATCH_VERSION "\n");
+        } else if (arg == "--json" || arg == "--table") {
+            status_format = arg == "--json" ? cli::status_format::json : cli::status_format::table;
         } else if (arg == "-v" || arg == "--verbose") {
             ++verbosity;
         } else if (arg == "-vv") {
@@ -346,6 +361,12 @@ int run(int argc, char** argv) {
     cli::setup_logging(verbosity);
 
     const std::string& command = positional.front();
+    if (command == "status") {
+        req.targets.assign(positional.begin() + 1, positional.end());
+        if (auto problem = cli::status_usage_problem(req)) return usage_error(*problem);
+        return cli::run_status(req, status_format);
+    }
+    if (status_format != cli::status_format::automatic) return usage_error("--json and --table are options of status");
     if (command == "watch") {
         if (req.system) {
             if (positional.size() > 1) {

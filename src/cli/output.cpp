@@ -111,6 +111,8 @@ std::string json_text(std::string_view bytes) {
     return out;
 }
 
+} // namespace
+
 std::string json_path(const std::filesystem::path& p) { return json_text(p.native()); }
 
 boost::json::object victim_to_json(const victim& v) {
@@ -139,8 +141,6 @@ boost::json::object victim_to_json(const victim& v) {
     o["kernel_time_us"] = v.kernel_time.count();
     return o;
 }
-
-} // namespace
 
 std::string event_to_json(const oom_event& ev) {
     const auto& c = ev.counters;

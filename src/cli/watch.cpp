@@ -33,8 +33,6 @@ namespace oomwatch::cli {
 
 namespace asio = boost::asio;
 
-namespace {
-
 // "1234" or "pid:1234" name a process; anything else is a path.
 std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
     malformed = false;
@@ -58,6 +56,8 @@ std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
     }
     return static_cast<pid_t>(value);
 }
+
+namespace {
 
 struct watch_state {
     std::vector<watcher>& watchers;
