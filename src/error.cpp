@@ -36,7 +36,7 @@ public:
                    "the window";
         case error::pressure_trigger_refused:
             return "The kernel refused the pressure trigger: without CAP_SYS_RESOURCE, Linux 6.4+ allows only windows "
-                   "that are a multiple of 2 s (earlier kernels no triggers at all)";
+                   "that are a multiple of 2 s";
         case error::psi_disabled:
             return "PSI is disabled (the kernel was booted with psi=0): pressure files are not supported";
         case error::pressure_trigger_mismatch:

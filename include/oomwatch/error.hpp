@@ -42,8 +42,7 @@ enum class error {
     /// threshold more than 0 and at most the window. Checked before the kernel is asked.
     invalid_pressure_trigger,
     /// The kernel refused a PSI trigger that oomwatch's own checks accept: without
-    /// `CAP_SYS_RESOURCE`, Linux 6.4+ allows only windows that are a multiple of 2 s, and
-    /// earlier kernels no triggers at all. `cgroup_error::path()` names the pressure file.
+    /// `CAP_SYS_RESOURCE`, Linux 6.4+ allows only windows that are a multiple of 2 s. `cgroup_error::path()` names the pressure file.
     pressure_trigger_refused,
     /// PSI is compiled in but disabled (booted with `psi=0`): pressure files fail with
     /// `EOPNOTSUPP`.

@@ -23,7 +23,7 @@ enum class stall : std::uint8_t { some, full };
 /// oomwatch checks the kernel's rules before asking: the window 500 ms to 10 s, the
 /// threshold more than 0 and at most the window (`error::invalid_pressure_trigger`).
 /// Since Linux 6.4 a process without `CAP_SYS_RESOURCE` may only use a window that is a
-/// multiple of 2 s; before 6.4 it may not make triggers at all. The kernel's refusal is
+/// multiple of 2 s (Debian's 6.1 has no such rule). The kernel's refusal is
 /// `error::pressure_trigger_refused`. The default, `some` 200 ms in 2 s, works
 /// unprivileged from 6.4 on.
 struct pressure_trigger {
