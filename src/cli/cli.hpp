@@ -9,6 +9,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,7 @@ struct watch_request {
     std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
     metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
+    std::optional<std::filesystem::path> state; ///< --state FILE: resume across restarts
 };
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`
