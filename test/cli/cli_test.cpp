@@ -268,6 +268,7 @@ BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
     BOOST_TEST(out.find("oomwatch: watching DIR and N cgroups below it") != std::string::npos);  // with -r
     BOOST_TEST(out.find("-r, --recursive") != std::string::npos);
     BOOST_TEST(out.find("--max-depth N") != std::string::npos);
+    BOOST_TEST(out.find("--state FILE") != std::string::npos);
     BOOST_TEST(out.find("created") != std::string::npos);
     BOOST_TEST(out.find("\"origin\":\"removed_descendant\"") != std::string::npos);
     BOOST_TEST(out.find("watch --system") != std::string::npos);
