@@ -383,4 +383,11 @@ counter_delta compute_delta(const memory_counters& before, const memory_counters
     return d;
 }
 
+counter_delta resume_delta(const memory_counters& saved, const memory_counters& now) noexcept {
+    auto d = compute_delta(saved, now, kind_set::all());
+    // Lower than saved: a namesake made while nobody watched, all of it news.
+    if (d.went_backwards) d = compute_delta(memory_counters{}, now, kind_set::all());
+    return d;
+}
+
 } // namespace oomwatch

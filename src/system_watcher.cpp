@@ -48,8 +48,8 @@ class system_source : public source,
                       public std::enable_shared_from_this<system_source> {
 public:
     system_source(asio::any_io_executor ex, std::shared_ptr<watcher_state> st, std::optional<hierarchy_view> h,
-                  std::optional<std::uint64_t> base, std::chrono::milliseconds interval)
-        : ex_(std::move(ex)), st_(std::move(st)), h_(std::move(h)), ledger_(base), interval_(interval),
+                  kill_ledger ledger, std::chrono::milliseconds interval)
+        : ex_(std::move(ex)), st_(std::move(st)), h_(std::move(h)), ledger_(ledger), interval_(interval),
           timer_(ex_) {
         counters_.oom_kill = ledger_.count();
     }
@@ -63,6 +63,8 @@ public:
         if (!key) return ec ? ec : make_error_code(boost::system::errc::io_error);
         std::lock_guard lk(m_);
         log_key_ = key;
+        // Resumed: the kills while nobody watched, first.
+        if (const auto n = ledger_.take_all_missing()) st_->publish_kills(st_->root(), {}, n, counters_);
         arm_locked();
         return {};
     }
@@ -121,6 +123,10 @@ public:
     bool exact() const {
         std::lock_guard lk(m_);
         return ledger_.exact();
+    }
+    std::optional<std::uint64_t> counted_from() const {
+        std::lock_guard lk(m_);
+        return ledger_.base();
     }
 
 private:
@@ -235,7 +241,9 @@ void system_watcher::open(const system_options& opts, error_code& ec, std::files
     }
     if (!*base) OOMWATCH_LOG(warning) << "system watcher: no oom_kill in /proc/vmstat: kills counted from the kernel log alone";
     auto st = std::make_shared<detail::watcher_state>(ex_, root, v, kind_set{event_kind::oom_kill});
-    auto src = std::make_shared<detail::system_source>(ex_, st, std::move(h), *base, opts.check_interval);
+    const auto ledger = opts.resume_from && *base ? detail::kill_ledger(*opts.resume_from, **base)
+                                                  : detail::kill_ledger(*base);
+    auto src = std::make_shared<detail::system_source>(ex_, st, std::move(h), ledger, opts.check_interval);
     st->attach(src);
     if (auto e = src->start()) {
         st->close();
@@ -276,6 +284,9 @@ std::optional<cgroup_error> system_watcher::failure() const {
 std::uint64_t system_watcher::kills() const { return source_ ? source_->kills() : 0; }
 std::uint64_t system_watcher::unattributed() const { return source_ ? source_->unattributed() : 0; }
 bool system_watcher::exact() const { return source_ && source_->exact(); }
+std::optional<std::uint64_t> system_watcher::counted_from() const {
+    return source_ ? source_->counted_from() : std::nullopt;
+}
 
 void system_watcher::async_next_event_impl(event_handler handler) {
     detail::async_next_of(ex_, state_, std::move(handler));

@@ -20,6 +20,21 @@ public:
     /// `base`: the counter at the start; none: the kernel has no such counter, and every
     /// record is reported.
     explicit kill_ledger(std::optional<std::uint64_t> base) : base_(base), last_(base.value_or(0)) {}
+    /// Resuming (`system_options::resume_from`): kills are counted from `from`, the
+    /// counter being `count` now; a `from` above it (a reboot since) counts from 0.
+    kill_ledger(std::uint64_t from, std::uint64_t count) : base_(from <= count ? from : 0), last_(count) {}
+
+    /// The counter value kills are counted from.
+    std::optional<std::uint64_t> base() const noexcept { return base_; }
+    /// Every kill counted and not reported, reported now without records (the kills of
+    /// a resumed watch's downtime, whose records are not read).
+    std::uint64_t take_all_missing() noexcept {
+        if (!exact()) return 0;
+        const std::uint64_t n = room();
+        reported_ += n;
+        unattributed_ += n;
+        return n;
+    }
 
     bool exact() const noexcept { return base_.has_value(); }
     /// Whether a record now needs a fresh reading of the counter (`update`): the last one

@@ -169,6 +169,15 @@ public:
         return nodes_.size();
     }
 
+    std::vector<std::pair<std::filesystem::path, memory_counters>> counters() const {
+        std::lock_guard lk(m_);
+        std::vector<std::pair<std::filesystem::path, memory_counters>> out;
+        out.reserve(nodes_.size());
+        for (const auto& [d_, n] : nodes_)
+            if (n->watch) out.emplace_back(n->dir(), n->watch->last_counters());
+        return out;
+    }
+
     void child_appeared(const tree_node& parent, const std::string& name, bool moved_in) {
         std::lock_guard lk(m_);
         auto p = nodes_.find(parent.dir());
@@ -282,6 +291,7 @@ private:
             node_role role;
             role.src = is_root ? source_ref{} : src;
             role.from_zero = from_zero;
+            if (starting_ && opts_.resume_from) role.resume_from = opts_.resume_from(std::filesystem::path(dir));
             role.observer = node;
             role.ino = ino;
             // The root's removal ends the tree: the tree says it, after its descendants'.
@@ -719,6 +729,11 @@ const std::filesystem::path& tree_watcher::root() const noexcept { return state_
 cgroup_version tree_watcher::version() const noexcept { return state_ ? state_->version() : cgroup_version::v1; }
 
 std::size_t tree_watcher::size() const { return tree_ && is_open() ? tree_->size() : 0; }
+
+std::vector<std::pair<std::filesystem::path, memory_counters>> tree_watcher::counters() const {
+    if (!tree_ || !is_open()) return {};
+    return tree_->counters();
+}
 
 std::optional<cgroup_error> tree_watcher::failure() const {
     if (!state_) return std::nullopt;

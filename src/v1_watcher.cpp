@@ -61,7 +61,7 @@ public:
           efd_(ex), probe_(ex), settle_(ex), sink_(sink), observer_(std::move(role.observer)), report_removed_(role.report_removed), local_failure_(role.local_failure),
           from_zero_(role.from_zero) {}
 
-    error_code start(memory_counters& baseline) {
+    error_code start(memory_counters& baseline, const std::optional<memory_counters>& resume) {
         // The probe first: the kernel tears registrations down newest first.
         unique_fd probe(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!probe) return last_errno();
@@ -104,6 +104,13 @@ public:
         std::lock_guard lk(m_);
         if (auto sink = sink_.lock()) sink->watch_victims(src_, weak_from_this());
         if (from_zero_ && c.oom_kill > 0 && !reread(0)) return {};
+        if (!from_zero_ && resume) {
+            // Only oom_kill is the kernel's: `oom` counts the notifications a watch saw.
+            memory_counters saved;
+            saved.oom_kill = resume->oom_kill;
+            const auto d = resume_delta(saved, c);
+            if (auto sink = sink_.lock(); sink && !d.empty()) sink->publish_resumed(src_, d, c);
+        }
         read_next();
         return {};
     }
@@ -111,6 +118,11 @@ public:
     void stop() noexcept override {
         std::lock_guard lk(m_);
         shut_down();
+    }
+
+    memory_counters last_counters() const override {
+        std::lock_guard lk(m_);
+        return last_;
     }
 
     // The kernel log named a victim here: the kill is counted already (the kernel raises
@@ -377,7 +389,7 @@ private:
     const std::string& dir_;  // the source's
 
     const std::string oom_control_;
-    std::mutex m_;  // the descriptors and the counters; completion handlers may run on any thread
+    mutable std::mutex m_;  // the descriptors and the counters; completion handlers may run on any thread
     asio::posix::stream_descriptor efd_;
     asio::posix::stream_descriptor probe_;  // fires only when the cgroup is torn down; may be closed
     asio::steady_timer settle_;  // re-reads after a notification, until the kills show; bounds the removal
@@ -420,6 +432,7 @@ error_code register_event(const std::string& dir, int efd, const std::string& ev
 std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink,
                                        error_code& ec, node_role role) {
     const bool own = !role.src;
+    const auto resume = std::move(role.resume_from);  // needed at start only
     std::shared_ptr<v1_watch> w;
     try {
         // Its descriptor and timer may be the first I/O objects of a fresh execution
@@ -433,7 +446,7 @@ std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const st
         return nullptr;
     }
     memory_counters baseline;
-    ec = w->start(baseline);
+    ec = w->start(baseline, resume);
     if (ec) return nullptr;
     if (own) sink->set_baseline(baseline);
     return w;

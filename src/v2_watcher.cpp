@@ -44,7 +44,8 @@ public:
           watch_parent_(!role.owner_sees_removal),
           local_failure_(role.local_failure) {}
 
-    error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline) {
+    error_code start(const asio::any_io_executor& ex, std::chrono::milliseconds liveness, memory_counters& baseline,
+                     const std::optional<memory_counters>& resume) {
         if (!ino_) {
             struct stat st{};
             if (auto ec = stat_path(dir(), st)) return ec;
@@ -67,8 +68,14 @@ public:
         baseline = c;
         ready_ = true;
         if (auto sink = sink_.lock()) sink->watch_victims(src_);
-        if (from_zero_)
+        if (from_zero_) {
             if (auto sink = sink_.lock()) reread(*sink);
+        } else if (resume) {
+            // Not told to the tree (`observer_`): it happened before the tree's
+            // hierarchical baselines, which must not account for it.
+            const auto d = resume_delta(*resume, c);
+            if (auto sink = sink_.lock(); sink && !d.empty()) sink->publish_resumed(src_, d, c);
+        }
         return {};
     }
 
@@ -92,6 +99,11 @@ public:
     }
 
     void maybe_removed() noexcept override { on_maybe_removed(); }
+
+    memory_counters last_counters() const override {
+        std::lock_guard lk(m_);
+        return last_;
+    }
 
     void on_maybe_removed() override {
         std::lock_guard lk(m_);
@@ -306,7 +318,7 @@ private:
     std::weak_ptr<watcher_state> sink_;
     const source_ref src_;  // its cgroup is the directory watched
     const std::weak_ptr<node_observer> observer_;
-    std::mutex m_;  // called from the service's strand and from the owner's thread
+    mutable std::mutex m_;  // called from the service's strand and from the owner's thread
     inotify_service::registration reg_;
     memory_counters last_;
     ino_t ino_ = 0;       // the directory's
@@ -334,9 +346,10 @@ std::shared_ptr<source> start_v2_watch(const asio::any_io_executor& ex, const wa
                                        const std::shared_ptr<watcher_state>& sink, error_code& ec, node_role role) {
     const bool own = !role.src;
     auto& svc = asio::use_service<inotify_service>(asio::query(ex, asio::execution::context));
+    const auto resume = std::move(role.resume_from);  // needed at start only
     auto w = std::make_shared<v2_watch>(svc, opts, sink, std::move(role));
     memory_counters baseline;
-    ec = w->start(ex, opts.liveness_interval, baseline);
+    ec = w->start(ex, opts.liveness_interval, baseline, resume);
     if (ec) return nullptr;
     if (own) sink->set_baseline(baseline);
     return w;

@@ -128,8 +128,10 @@ void watcher::open(const std::filesystem::path& dir, cgroup_version v, const wat
     if (opts.victims && !opts.force_version)
         detail::enable_victims_of(*st, opts.victim_hold,
                                   v == cgroup_version::v2 && opts.counters == watch_options::scope::hierarchical);
-    auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, st, ec)
-                                       : detail::start_v2_watch(ex_, opts, st, ec);
+    detail::node_role role;
+    role.resume_from = opts.resume_from;
+    auto src = v == cgroup_version::v1 ? detail::start_v1_watch(ex_, st, ec, std::move(role))
+                                       : detail::start_v2_watch(ex_, opts, st, ec, std::move(role));
     if (ec) {
         OOMWATCH_LOG(debug) << dir.string() << ": cannot watch: " << ec.message();
         return;

@@ -218,6 +218,15 @@ void watcher_state::publish(const source_ref& src, const counter_delta& d, const
     route_locked(occurrence{src, d, std::nullopt, c, clock::now(), {}, {}, 0}, lk);
 }
 
+void watcher_state::publish_resumed(const source_ref& src, const counter_delta& d, const memory_counters& c) {
+    std::unique_lock lk(m_);
+    if (phase_ != phase::open) return;
+    if (src == root_) counters_ = c;
+    occurrence o{src, d, std::nullopt, c, clock::now(), {}, {}, 0};
+    o.unattributed = kinds_.contains(event_kind::oom_kill) ? d.get(event_kind::oom_kill) : 0;
+    publish_locked(std::move(o), lk);
+}
+
 void watcher_state::publish_removed(const source_ref& src, clock::time_point when, const memory_counters& c) {
     std::unique_lock lk(m_);
     occurrence o{src, {}, event_kind::removed, src == root_ ? counters_ : c, when, {}, {}, 0};

@@ -154,6 +154,7 @@ protected:
 struct node_role {
     source_ref src;              // the cgroup as events name it; empty: the state's root
     bool from_zero = false;      // made after the tree started: report its counters from zero
+    std::optional<memory_counters> resume_from;  // see watch_options::resume_from
     bool report_removed = true;  // false: the owner publishes the removal (a tree's root)
     std::weak_ptr<node_observer> observer;
     ino_t ino = 0;               // the directory's inode, when the owner has it (0: stat it)
@@ -181,6 +182,8 @@ public:
     /// already, re-read now (v1, which has no notification of the kill itself; a no-op
     /// elsewhere). Called without the state's lock.
     virtual void kill_logged() noexcept {}
+    /// The counters as last read (for `tree_watcher::counters()`).
+    virtual memory_counters last_counters() const { return {}; }
 };
 
 class watcher_state : public kernel_log_client, public std::enable_shared_from_this<watcher_state> {
@@ -200,6 +203,9 @@ public:
     void publish(const counter_delta& d, const memory_counters& c) { publish(root_, d, c); }
     /// The same for any cgroup of a tree.
     void publish(const source_ref& src, const counter_delta& d, const memory_counters& c);
+    /// What happened while nobody watched (`watch_options::resume_from`): published at
+    /// once, its kills unattributed (their kernel-log records are not read).
+    void publish_resumed(const source_ref& src, const counter_delta& d, const memory_counters& c);
     /// The cgroup is gone: the terminal event.
     void publish_removed() { publish_removed(root_, clock::now()); }
     /// A cgroup of a tree is gone (terminal when it is the root). `c`: its last counters.

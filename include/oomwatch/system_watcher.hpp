@@ -36,6 +36,15 @@ struct system_options {
     /// interval is delivered as `unattributed`, so a kill is never later than two
     /// intervals, and never lost. Must be positive (`errc::invalid_argument`).
     std::chrono::milliseconds check_interval{std::chrono::seconds(1)};
+
+    /// Resume after a restart: the `/proc/vmstat` `oom_kill` value up to which an
+    /// earlier watch reported kills (`counted_from()` plus the counts it reported). The
+    /// kills counted since are reported at start, as one `unattributed` event at the
+    /// root (their kernel-log records are not replayed: naming them would need the log
+    /// from that point, which may be gone). A value above the counter (a reboot): every
+    /// kill since boot is reported. Ignored without the counter. Empty: kills before the
+    /// start are not reported.
+    std::optional<std::uint64_t> resume_from;
 };
 
 /// Every OOM kill on the machine, from the kernel log, counted exactly.
@@ -116,6 +125,10 @@ public:
     std::uint64_t unattributed() const;
     /// Whether counts are exact (`/proc/vmstat` has `oom_kill`).
     bool exact() const;
+    /// The `/proc/vmstat` `oom_kill` value kills are reported from: the counter at the
+    /// start, or `system_options::resume_from` when given. That plus the counts of the
+    /// events reported is what to resume from later. Empty without the counter.
+    std::optional<std::uint64_t> counted_from() const;
 
     /// Waits for the next kill. As `watcher::async_next_event`.
     template <BOOST_ASIO_COMPLETION_TOKEN_FOR(void(boost::system::error_code, oom_event))

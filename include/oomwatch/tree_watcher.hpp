@@ -21,6 +21,7 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace oomwatch {
 
@@ -59,6 +60,17 @@ struct tree_options {
     bool victims = true;
     /// See `watch_options::victim_hold`; per cgroup.
     std::chrono::milliseconds victim_hold{watch_options::default_victim_hold};
+
+    /// Resume after a restart (see `watch_options::resume_from`, per cgroup): called in
+    /// the constructor with the directory of each cgroup found at start (the root
+    /// included, unless it is the v2 hierarchy's root, which has no counters); returns
+    /// the counters (`memory.events.local` on v2) an earlier watch last reported for it.
+    /// Their growth to the baseline read at start is reported first. Empty: nothing
+    /// saved, what happened before the start is not reported (as without `resume_from`).
+    /// A cgroup made while nobody watched is not in what was saved: return
+    /// `memory_counters{}` for it, and everything in it is reported, as for a cgroup made
+    /// while the tree runs. Not called for cgroups found later. Must not use the tree.
+    std::function<std::optional<memory_counters>(const std::filesystem::path&)> resume_from;
 };
 
 /// Watches a memory cgroup and every cgroup below it (v1 or v2, detected), finding
@@ -120,6 +132,10 @@ public:
     cgroup_version version() const noexcept;
     /// How many cgroups are watched now, the root included.
     std::size_t size() const;
+    /// Each watched cgroup's counters as last read (the baselines until something
+    /// happens), in no particular order: what a later `tree_options::resume_from` is
+    /// to start from, when taken before the execution context runs (nothing reported yet).
+    std::vector<std::pair<std::filesystem::path, memory_counters>> counters() const;
     /// Why the watch failed, if it did (see `watcher::failure`).
     std::optional<cgroup_error> failure() const;
     /// As `watcher::victims_available()` and `watcher::victims_error()`.

@@ -68,6 +68,20 @@ struct watch_options {
     /// Must not be negative (`errc::invalid_argument`).
     std::chrono::milliseconds victim_hold{default_victim_hold};
 
+    /// Resume after a restart: the counters an earlier watch of this cgroup last
+    /// reported (`oom_event::counters` of its last event of each kind). The watcher then
+    /// reports, as its first events, the growth from these to the baseline it reads at
+    /// start (what happened while nobody watched: computed against that very baseline,
+    /// so nothing is missed or counted twice), then live events as usual. Those kills
+    /// are `unattributed` (their kernel-log records are not replayed). A counter lower
+    /// than given means the cgroup was removed and made again under the same name
+    /// meanwhile: everything in the new one is reported, from zero. Compare like with
+    /// like: `memory.events` or `memory.events.local` as `counters` says.
+    /// cgroup v1: only `oom_kill` is a kernel counter and is resumed; `oom` counts the
+    /// notifications a watcher saw, which are not to be had for the time nobody watched.
+    /// Empty (the default): what happened before the start is not reported.
+    std::optional<memory_counters> resume_from;
+
     /// 50 ms: the log record follows the counter by microseconds, but its reading is one
     /// handler per record on a context that may be busy (a `memory.oom.group` kill of N
     /// tasks is N + 2 records), on a loaded machine. Paid only when a record is late or
@@ -115,7 +129,8 @@ private:
 /// cgroup v2: `memory.events` watched through one inotify instance shared by all v2
 /// watchers of the execution context, and the parent directory watched for removal.
 /// Counters are read as a baseline when the watcher starts: what happened before
-/// produces no event. Every change is re-read and reported as exact per-kind deltas.
+/// produces no event (unless `watch_options::resume_from` says where an earlier watch
+/// stopped). Every change is re-read and reported as exact per-kind deltas.
 ///
 /// Events are kept for `async_next_event` from construction on, and for each
 /// subscription from its `subscribe()` on, separately, coalesced per kind (bounded

@@ -62,6 +62,7 @@ struct watch_request {
     std::optional<unsigned> max_depth; ///< --max-depth, with `recursive` only
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
     metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
+    std::optional<std::filesystem::path> state; ///< --state FILE: resume across restarts
 };
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`

@@ -122,6 +122,20 @@ Options:
                     2h; default 10m): its last counts can still be scraped; then they
                     go, so that cgroups coming and going do not pile up.
   --json, --table   status: print one JSON object, or the table.
+  --state FILE      watch: remember in FILE what was reported, so that after a restart
+                    with the same FILE what happened while oomwatch was down is
+                    reported at start, once, and nothing is reported twice: per
+                    cgroup the counters of the last line printed of each kind (with
+                    --system the machine's oom_kill count), and the boot ID. The
+                    kills while down are "unattributed" (the kernel log is not
+                    replayed); a cgroup removed and made again meanwhile, or (with
+                    -r) made meanwhile, is reported from zero; on cgroup v1 only
+                    oom_kill is resumed (the kernel counts no OOMs there). A FILE
+                    saved before a reboot, or with other counters (--local, -r,
+                    --system), is ignored: a fresh start. Written atomically
+                    (FILE.tmp, renamed, flushed to disk) at start, at most once a
+                    second after events, and at the end. A FILE that is not a state
+                    file: exit 3.
   -v, --verbose     Show the library's debug log on stderr (twice: trace). With watch,
                     also print on stderr, once every watch is armed (an OOM from then
                     on is reported), for every cgroup:
@@ -162,17 +176,19 @@ Exit status:
   1  runtime failure: stdout cannot be written, or a watch failed after it started
      ("oomwatch: CGROUP: REASON" on stderr, with --system "oomwatch: FILE: REASON";
      every other watch is stopped too), or --metrics cannot listen or --textfile
-     cannot be written at start; for demo: a kill not reported exactly once, or the
-     demo could not run; for status: something prevents watching (no memory
-     hierarchy, a CGROUP that cannot be watched, ...).
+     cannot be written at start, or --state cannot be written at start; for demo: a
+     kill not reported exactly once, or the demo could not run; for status:
+     something prevents watching (no memory hierarchy, a CGROUP that cannot be
+     watched, ...).
   2  bad usage: an unknown option, command or event kind, a missing or malformed
      argument; watch --system with a CGROUP or an option of cgroup watches.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
      no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
      output; nothing is watched); with --system: the kernel log or /proc/vmstat
-     cannot be read ("oomwatch: /dev/kmsg: REASON"); for status: a CGROUP cannot be
-     found (the report is printed all the same).
+     cannot be read ("oomwatch: /dev/kmsg: REASON"); the --state FILE cannot be read
+     or is not a state file ("oomwatch: FILE: REASON"); for status: a CGROUP cannot
+     be found (the report is printed all the same).
 )usage";
 
 int usage_error(std::string_view message) {
@@ -347,6 +363,9 @@ int run(int argc, char** argv) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
             shapes_cgroup_watches("--kinds");
+        } else if (auto st = take_value("--state", i, argc, argv); st.matched) {
+            if (st.missing || st.value.empty()) return usage_error("--state needs a file name");
+            req.state = std::filesystem::path(st.value);
         } else if (auto m = metrics_option(arg, i, argc, argv, req.metrics)) {
             if (!m->empty()) return usage_error(*m);
         } else {
@@ -388,6 +407,7 @@ int run(int argc, char** argv) {
         if (req.recursive || req.max_depth) return usage_error("--recursive and --max-depth are options of watch");
         if (req.system) return usage_error("--system is an option of watch");
         if (req.metrics.enabled()) return usage_error("--metrics and --textfile are options of watch");
+        if (req.state) return usage_error("--state is an option of watch");
         return cli::run_demo(opts);
     }
     return usage_error("unknown command '" + command + "'");

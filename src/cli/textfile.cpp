@@ -18,7 +18,7 @@ boost::system::error_code last_error() { return {errno, boost::system::system_ca
 // Writes `text` to a new `tmp`, then renames it over `path`: a reader sees the old file
 // or the new one, never a part.
 boost::system::error_code replace_file(const std::filesystem::path& path, const std::filesystem::path& tmp,
-                                       std::string_view text) {
+                                       std::string_view text, bool durable) {
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return last_error();
     boost::system::error_code ec;
@@ -31,22 +31,34 @@ boost::system::error_code replace_file(const std::filesystem::path& path, const 
         }
         text.remove_prefix(static_cast<std::size_t>(n));
     }
+    if (durable && !ec && ::fsync(fd) != 0) ec = last_error();
     if (::close(fd) != 0 && !ec) ec = last_error();  // NFS reports write errors here
     if (!ec && ::rename(tmp.c_str(), path.c_str()) != 0) ec = last_error();
-    if (ec) ::unlink(tmp.c_str());
+    if (ec) {
+        ::unlink(tmp.c_str());
+        return ec;
+    }
+    if (durable) {
+        // The rename itself is in the directory: flushed too, or a crash may undo it.
+        const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+        const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) return last_error();
+        if (::fsync(dfd) != 0) ec = last_error();
+        ::close(dfd);
+    }
     return ec;
 }
 
 } // namespace
 
 textfile_writer::textfile_writer(boost::asio::any_io_executor ex, std::filesystem::path path,
-                                 std::function<std::string()> render, clock::duration min_interval)
+                                 std::function<std::string()> render, clock::duration min_interval, bool durable)
     : path_(std::move(path)), tmp_(path_.string() + ".tmp"), render_(std::move(render)),
-      min_interval_(min_interval), timer_(std::move(ex)) {}
+      min_interval_(min_interval), durable_(durable), timer_(std::move(ex)) {}
 
 boost::system::error_code textfile_writer::write_now() {
     last_write_ = clock::now();
-    return replace_file(path_, tmp_, render_());
+    return replace_file(path_, tmp_, render_(), durable_);
 }
 
 void textfile_writer::schedule(clock::time_point at) {

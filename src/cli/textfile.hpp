@@ -18,8 +18,10 @@ class textfile_writer {
 public:
     using clock = std::chrono::steady_clock;
 
+    /// `durable`: each write is flushed to disk (the file, then its directory) before it
+    /// counts as done, so that a crash or power loss leaves the old file or the new one.
     textfile_writer(boost::asio::any_io_executor ex, std::filesystem::path path, std::function<std::string()> render,
-                    clock::duration min_interval = std::chrono::seconds(1));
+                    clock::duration min_interval = std::chrono::seconds(1), bool durable = false);
 
     /// Writes the file now (at start, so that it exists, and at the end); the error of a
     /// write that failed, the file left as it was.
@@ -41,6 +43,7 @@ private:
     std::filesystem::path tmp_;
     std::function<std::string()> render_;
     clock::duration min_interval_;
+    bool durable_;
     boost::asio::steady_timer timer_;
     bool pending_ = false;
     bool stopped_ = false;

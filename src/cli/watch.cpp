@@ -3,6 +3,7 @@
 // events as JSON lines.
 #include "cli.hpp"
 #include "service.hpp"
+#include "state.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
@@ -27,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace oomwatch::cli {
@@ -66,6 +68,7 @@ struct watch_state {
     asio::signal_set& signals;
     service_notifier& service;
     metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed
+    state_keeper* keeper = nullptr;        // --state: fed each event printed
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
     int status = exit_ok;
@@ -81,6 +84,7 @@ void stop_all(watch_state& st) {
     for (auto& s : st.systems) s.close();
     st.signals.cancel();
     if (st.exporter) st.exporter->stop();
+    if (st.keeper) st.keeper->stop();
 }
 
 // A failure: remember it, stop everything. The first message is the one printed.
@@ -131,6 +135,7 @@ asio::awaitable<void> pump(Watch& w, watch_state& st) {
             break;
         }
         if (st.exporter) st.exporter->record(ev);
+        if (st.keeper) st.keeper->record(ev, std::is_same_v<Watch, system_watcher>);
         if (ends_watch(w, ev)) break;
     }
     if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
@@ -169,14 +174,35 @@ int run_watch(const watch_request& req) {
     topts.victim_hold = req.opts.victim_hold;
     if (req.recursive) raise_fd_limit();
 
+    // --state: read before the watches, which resume from it.
+    std::optional<state_keeper> keeper;
+    if (req.state) {
+        const bool local = req.recursive || req.opts.counters == watch_options::scope::local;
+        keeper.emplace(ioc.get_executor(), *req.state, req.system ? "system" : local ? "local" : "hierarchical",
+                       req.verbosity >= 1);
+        if (!keeper->error().empty()) {
+            std::cerr << "oomwatch: " << keeper->error() << '\n';
+            return exit_cannot_watch;
+        }
+        if (keeper->resuming()) {
+            // Present at start and not saved: made while we were down, all of it news.
+            topts.resume_from = [&keeper](const std::filesystem::path& dir) {
+                return std::optional<memory_counters>(keeper->saved(dir.native()).value_or(memory_counters{}));
+            };
+        }
+    }
+
     if (req.system) {
+        system_options sopts;
+        if (keeper) sopts.resume_from = keeper->saved_vmstat();
         // The throwing form: its error names the file that failed (/dev/kmsg, /proc/vmstat).
         try {
-            systems.emplace_back(ioc.get_executor());
+            systems.emplace_back(ioc.get_executor(), sopts);
         } catch (const cgroup_error& e) {
             std::cerr << e.what() << '\n';
             return exit_cannot_watch;
         }
+        if (keeper) keeper->start_system(systems.back().counted_from());
     }
 
     // -r without a cgroup: the whole memory hierarchy, from its mount point.
@@ -212,14 +238,33 @@ int run_watch(const watch_request& req) {
                 if (ec == error::root_cgroup) root = find_memory_hierarchy(ec).mount_point;
             }
             if (!ec) trees.emplace_back(ioc.get_executor(), root, topts, ec);
-        } else if (pid) {
-            watchers.emplace_back(ioc.get_executor(), process{*pid}, req.opts, ec);
         } else {
-            watchers.emplace_back(ioc.get_executor(), std::filesystem::path(target), req.opts, ec);
+            watch_options opts = req.opts;
+            if (keeper && keeper->resuming()) {
+                // The directory the watcher will take, to find what was saved for it.
+                boost::system::error_code rec;
+                const auto loc = pid ? memory_cgroup_of(*pid, rec) : resolve_cgroup(target, rec);
+                if (!rec) opts.resume_from = keeper->saved(loc.directory.native());
+            }
+            if (pid)
+                watchers.emplace_back(ioc.get_executor(), process{*pid}, opts, ec);
+            else
+                watchers.emplace_back(ioc.get_executor(), std::filesystem::path(target), opts, ec);
         }
         if (ec) {
             std::cerr << "oomwatch: " << target << ": " << ec.message() << '\n';
             return exit_cannot_watch;
+        }
+    }
+
+    if (keeper) {
+        // Taken before anything is printed: the baselines, or what is still owed.
+        for (const auto& w : watchers) keeper->start_cgroup(w.cgroup().native(), w.version(), w.counters(), false);
+        for (const auto& t : trees)
+            for (const auto& [dir, c] : t.counters()) keeper->start_cgroup(dir.native(), t.version(), c, keeper->resuming());
+        if (auto e = keeper->write_now()) {
+            std::cerr << "oomwatch: " << *e << '\n';
+            return exit_failure;
         }
     }
 
@@ -261,7 +306,7 @@ int run_watch(const watch_request& req) {
     }
 
     service.ready();  // under systemd: READY=1, and the watchdog pings start
-    watch_state st{watchers, trees, systems, signals, service, exporter.get()};
+    watch_state st{watchers, trees, systems, signals, service, exporter.get(), keeper ? &*keeper : nullptr};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });

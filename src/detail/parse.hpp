@@ -108,4 +108,9 @@ struct counter_delta {
 counter_delta compute_delta(const memory_counters& before, const memory_counters& after,
                             kind_set kinds) noexcept;
 
+/// What happened between a watch that reported up to `saved` and the baseline `now` of
+/// the one resuming it (`watch_options::resume_from`), for every kind: the growth; all
+/// of `now` when a counter went down (the cgroup was made again under its name).
+counter_delta resume_delta(const memory_counters& saved, const memory_counters& now) noexcept;
+
 } // namespace oomwatch

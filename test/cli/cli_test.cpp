@@ -268,6 +268,7 @@ BOOST_AUTO_TEST_CASE(help_exits_0_and_documents_the_exit_statuses) {
     BOOST_TEST(out.find("oomwatch: watching DIR and N cgroups below it") != std::string::npos);  // with -r
     BOOST_TEST(out.find("-r, --recursive") != std::string::npos);
     BOOST_TEST(out.find("--max-depth N") != std::string::npos);
+    BOOST_TEST(out.find("--state FILE") != std::string::npos);
     BOOST_TEST(out.find("created") != std::string::npos);
     BOOST_TEST(out.find("\"origin\":\"removed_descendant\"") != std::string::npos);
     BOOST_TEST(out.find("watch --system") != std::string::npos);
@@ -803,6 +804,129 @@ BOOST_AUTO_TEST_CASE(recursive_watch_without_a_cgroup_watches_the_whole_hierarch
     CHECK_EXIT(p, exit_ok, 10s);
     parse_lines(p.out());  // whatever others' cgroups did meanwhile: well-formed lines
     BOOST_TEST(p.err_count("oomwatch: watching ") == 1u, "stderr: " << p.err());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- --state: restarts report what happened while down, once ------------------------------
+
+namespace {
+
+// A state file path of this test's own, removed (with its .tmp) at the end.
+struct state_file {
+    std::filesystem::path path = std::filesystem::temp_directory_path() / (fresh_name("oomwatch-state") + ".json");
+    ~state_file() {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+        std::filesystem::remove(path.string() + ".tmp", ec);
+    }
+};
+
+// Waits (bounded) until stdout has `n` oom_kill counts in all, with oomwatch running.
+void require_kills(cli_process& p, std::uint64_t n) {
+    const bool seen = p.run_until([&] { return total(complete_lines(p.out()), "oom_kill") >= n || p.status(); }, 15s);
+    BOOST_TEST_REQUIRE(seen, "not " << n << " oom_kill within 15 s; stdout: " << p.out() << "; stderr: " << p.err());
+    BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended (" << describe(p.status()) << "); stderr: " << p.err());
+}
+
+// Runs `args` until one live kill in `cg` is reported, then stops it: its lines.
+std::vector<json_line> run_with_one_kill(const std::vector<std::string>& args, const scratch::scratch_cgroup& cg) {
+    cli_process p(args);
+    require_armed(p, cg);
+    oom_kill_one(cg.path());
+    require_kills(p, 1);
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+    return parse_lines(p.out());
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cli_state_usage)
+
+BOOST_AUTO_TEST_CASE(a_file_that_is_no_state_exits_3_naming_it) {
+    state_file f;
+    {
+        FILE* out = std::fopen(f.path.c_str(), "w");
+        BOOST_TEST_REQUIRE(out != nullptr);
+        std::fputs("{\"version\":1,\"boot_id\":", out);  // cut short
+        std::fclose(out);
+    }
+    finished_run r({"watch", "--state", f.path.string(), "/tmp"});
+    CHECK_EXIT(r.p, exit_cannot_watch, 1s);
+    BOOST_TEST(r.p.err().find("oomwatch: " + f.path.string() + ": not an oomwatch state file") != std::string::npos,
+               r.p.err());
+    BOOST_TEST(r.p.out().empty());
+}
+
+BOOST_AUTO_TEST_CASE(state_needs_a_file_and_is_an_option_of_watch) {
+    finished_run r({"watch", "/tmp", "--state"});
+    CHECK_EXIT(r.p, exit_usage, 1s);
+    finished_run d({"--state", "/tmp/x", "demo"});
+    CHECK_EXIT(d.p, exit_usage, 1s);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(cli_state, *boost::unit_test::precondition(kernel_precondition{}))
+
+// The test: a kill, the tool stopped, two more kills, the tool started again:
+// exactly those two are reported, and nothing for the first. Then a start without kills
+// meanwhile reports nothing old: one live kill is one oom_kill.
+BOOST_FIXTURE_TEST_CASE(a_restart_reports_exactly_the_kills_while_down, scratch_oom) {
+    state_file f;
+    const std::vector<std::string> args{"-v", "watch", "--state", f.path.string(), cg->path().string()};
+    BOOST_TEST(total(run_with_one_kill(args, *cg), "oom_kill") == 1u);
+    BOOST_TEST(read_text(f.path).find("\"oom_kill\":1") != std::string::npos, read_text(f.path));
+    oom_kill_one(cg->path());
+    oom_kill_one(cg->path());
+    {
+        cli_process p(args);
+        require_armed(p, *cg);
+        BOOST_TEST(p.err().find("resuming from " + f.path.string()) != std::string::npos, p.err());
+        require_kills(p, 2);
+        p.send(SIGTERM);
+        CHECK_EXIT(p, exit_ok, 10s);
+        const auto lines = parse_lines(p.out());
+        BOOST_TEST(total(lines, "oom_kill") == 2u, "stdout: " << p.out());
+        for (const auto& l : lines) {
+            if (l.kind != "oom_kill") continue;
+            BOOST_TEST(l.unattributed == l.count);  // their records are not replayed
+            BOOST_TEST(l.counters.at("oom_kill").to_number<std::uint64_t>() == 3u);
+        }
+        // v2 counts OOMs too: those of the two kills while down; v1 does not (none).
+        BOOST_TEST(total(lines, "oom") == (cg->version() == cgroup_version::v2 ? 2u : 0u), "stdout: " << p.out());
+    }
+    BOOST_TEST(read_text(f.path).find("\"oom_kill\":3") != std::string::npos, read_text(f.path));
+    const auto lines = run_with_one_kill(args, *cg);
+    BOOST_TEST(total(lines, "oom_kill") == 1u);
+    for (const auto& l : lines)
+        if (l.kind == "oom_kill") BOOST_TEST(l.counters.at("oom_kill").to_number<std::uint64_t>() == 4u);
+}
+
+// A state saved in another boot: its counters mean nothing now, the start is fresh.
+BOOST_FIXTURE_TEST_CASE(a_state_of_another_boot_is_not_resumed, scratch_oom) {
+    state_file f;
+    {
+        FILE* out = std::fopen(f.path.c_str(), "w");
+        BOOST_TEST_REQUIRE(out != nullptr);
+        std::fprintf(out, "{\"version\":1,\"boot_id\":\"not-this-boot\",\"mode\":\"hierarchical\",\"cgroups\":{\"%s\":{\"oom\":0,\"oom_kill\":0}}}\n",
+                     cg->path().c_str());
+        std::fclose(out);
+    }
+    oom_kill_one(cg->path());  // before the start: not to be reported
+    cli_process p({"-v", "watch", "--state", f.path.string(), cg->path().string()});
+    require_armed(p, *cg);
+    BOOST_TEST(p.err().find(f.path.string() + ": saved before the last reboot; starting afresh") != std::string::npos,
+               p.err());
+    oom_kill_one(cg->path());
+    require_kills(p, 1);
+    p.send(SIGTERM);
+    CHECK_EXIT(p, exit_ok, 10s);
+    // Had the old kill been resumed, it would be in these (or coalesced with the live one).
+    BOOST_TEST(total(parse_lines(p.out()), "oom_kill") == 1u, "stdout: " << p.out());
+    BOOST_TEST(read_text(f.path).find("\"oom_kill\":2") != std::string::npos, read_text(f.path));
+    BOOST_TEST(read_text(f.path).find("not-this-boot") == std::string::npos, read_text(f.path));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

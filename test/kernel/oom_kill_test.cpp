@@ -87,6 +87,40 @@ BOOST_FIXTURE_TEST_CASE(kills_before_the_watcher_give_no_event, kernel_fixture) 
     BOOST_TEST(log.events.back().kind == event_kind::removed);
 }
 
+// watch_options::resume_from: a watch stopped after one kill; two more while nobody
+// watched; the watch resumed from the counters it last reported reports exactly those
+// two (unattributed: their kernel-log records are not replayed), then live kills.
+BOOST_FIXTURE_TEST_CASE(a_resumed_watch_reports_exactly_the_kills_while_nobody_watched, kernel_fixture) {
+    memory_counters saved;
+    {
+        watcher w(ctx, cg->path());
+        event_log log(w);
+        log.arm();
+        oom_kill_one();
+        BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.t[event_kind::oom_kill] >= 1; }));
+        for (const auto& ev : log.events)
+            if (ev.kind == event_kind::oom_kill) saved = ev.counters;
+    }
+    BOOST_TEST_REQUIRE(saved.oom_kill == 1u);
+    oom_kill_one();
+    oom_kill_one();
+    watch_options o;
+    o.resume_from = saved;
+    watcher w(ctx, cg->path(), o);
+    event_log log(w);
+    log.arm();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.t[event_kind::oom_kill] >= 2; }));
+    BOOST_TEST(log.events.front().counters.oom_kill == 3u);
+    for (const auto& ev : log.events)
+        if (ev.kind == event_kind::oom_kill) BOOST_TEST(ev.unattributed == ev.count);
+    oom_kill_one();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.t[event_kind::oom_kill] >= 3; }));
+    BOOST_TEST_REQUIRE(!cg->remove());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.t[event_kind::removed] == 1; }));
+    BOOST_TEST(log.t[event_kind::oom_kill] == 3u);  // two resumed, one live
+    BOOST_TEST(log.events.back().counters.oom_kill == 4u);
+}
+
 BOOST_FIXTURE_TEST_CASE(rmdir_while_waiting_gives_removed_then_cgroup_removed, kernel_fixture) {
     watcher w(ctx, cg->path());
     event_log log(w);

@@ -340,3 +340,49 @@ BOOST_FIXTURE_TEST_CASE(bad_roots_and_options_are_refused, fixture) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// tree_options::resume_from: per cgroup found at start; a cgroup not saved (made while
+// nobody watched) counted from zero when the callback says so.
+BOOST_AUTO_TEST_SUITE(tree_resume_fake)
+
+BOOST_FIXTURE_TEST_CASE(each_cgroup_found_at_start_resumes_from_what_was_saved_for_it, fixture) {
+    auto root = tree.make_cgroup("root");
+    set_local(root, with(0, 1));
+    auto a = make_fake(root, "a", with(2, 4));  // saved at 1: 3 more
+    auto b = make_fake(root, "b", with(1, 1));  // made while down: all of it
+    auto c = make_fake(root, "c", with(5, 5));  // not saved, and left to its baseline
+    auto o = fake_tree_options();
+    std::vector<fs::path> asked;
+    o.resume_from = [&](const fs::path& dir) -> std::optional<memory_counters> {
+        asked.push_back(dir);
+        if (dir == root) return with(0, 1);
+        if (dir == a) return with(1, 1);
+        if (dir == b) return memory_counters{};
+        return std::nullopt;
+    };
+    tree_watcher tw(ctx, root, o);
+    BOOST_TEST(asked.size() == 4u);
+    tree_log log(tw);
+    log.arm();
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] {
+        return log.count(a, event_kind::oom_kill) == 3 && log.count(b, event_kind::oom_kill) == 1;
+    }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(100));  // reconciliation rounds included
+    BOOST_TEST(log.count(a, event_kind::oom) == 1u);
+    BOOST_TEST(log.count(b, event_kind::oom) == 1u);
+    BOOST_TEST(log.count(root, event_kind::oom_kill) == 0u);
+    BOOST_TEST(log.count(c, event_kind::oom_kill) == 0u);
+    for (auto& ev : log.order) BOOST_TEST((ev.origin == event_origin::here));
+    // Live: once each, and the resumed counts do not upset the tree's reconciliation.
+    set_local(c, with(5, 6));
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.count(c, event_kind::oom_kill) == 1; }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(100));
+    BOOST_TEST(log.count(a, event_kind::oom_kill) == 3u);
+    // The counters as read, for the next resume.
+    const auto counters = tw.counters();
+    BOOST_TEST(counters.size() == 4u);
+    for (const auto& [dir, cnt] : counters)
+        if (dir == c) BOOST_TEST(cnt.oom_kill == 6u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

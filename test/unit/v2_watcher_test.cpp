@@ -490,3 +490,70 @@ BOOST_AUTO_TEST_CASE(no_fd_leaks_over_many_watchers) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// watch_options::resume_from: what happened between an earlier watch and this one is
+// reported once, first, against the baseline read at start.
+BOOST_AUTO_TEST_SUITE(v2_resume_fake)
+
+namespace {
+watch_options resumed(const memory_counters& saved) {
+    auto o = fake_v2_options();
+    o.resume_from = saved;
+    return o;
+}
+// Runs until `n` oom_kill counts came, then a little more: nothing else may come.
+void settle(asio::io_context& ctx, event_log& c, std::uint64_t n) {
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return c.t[event_kind::oom_kill] >= n; }));
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(50));
+}
+} // namespace
+
+BOOST_FIXTURE_TEST_CASE(the_growth_since_the_saved_counters_is_reported_once_then_live_events, fixture) {
+    auto cg = tree.make_cgroup("a", with(7, 5));
+    watcher w(ctx, cg, resumed(with(4, 2)));
+    BOOST_TEST(w.counters().oom_kill == 5u);
+    event_log c(w);
+    c.arm();
+    settle(ctx, c, 3);
+    BOOST_TEST(c.t[event_kind::oom] == 3u);
+    BOOST_TEST(c.t[event_kind::oom_kill] == 3u);
+    for (const auto& ev : c.events) {
+        BOOST_TEST(ev.counters.oom_kill == 5u);
+        if (ev.kind == event_kind::oom_kill) BOOST_TEST(ev.unattributed == ev.count);  // no records replayed
+    }
+    fake_v2_tree::write_events(cg, with(8, 6));
+    settle(ctx, c, 4);
+    BOOST_TEST(c.t[event_kind::oom_kill] == 4u);
+    BOOST_TEST(c.t[event_kind::oom] == 4u);
+}
+
+BOOST_FIXTURE_TEST_CASE(counters_below_the_saved_ones_are_a_namesake_reported_from_zero, fixture) {
+    auto cg = tree.make_cgroup("a", with(2, 1));
+    watcher w(ctx, cg, resumed(with(9, 9)));
+    event_log c(w);
+    c.arm();
+    settle(ctx, c, 1);
+    BOOST_TEST(c.t[event_kind::oom] == 2u);
+    BOOST_TEST(c.t[event_kind::oom_kill] == 1u);
+}
+
+BOOST_FIXTURE_TEST_CASE(nothing_is_reported_when_nothing_happened_meanwhile, fixture) {
+    auto cg = tree.make_cgroup("a", with(3, 3));
+    auto saved = with(3, 3);
+    saved.high = 1;  // a kind not asked for, lower than now: growth, not a namesake
+    auto now = with(3, 3);
+    now.high = 2;
+    fake_v2_tree::write_events(cg, now);
+    watcher w(ctx, cg, resumed(saved));
+    event_log c(w);
+    c.arm();
+    run_until(ctx, [] { return false; }, std::chrono::milliseconds(50));
+    BOOST_TEST(c.events.empty());
+    now.oom_kill = 4;
+    fake_v2_tree::write_events(cg, now);
+    settle(ctx, c, 1);
+    BOOST_TEST(c.t[event_kind::oom_kill] == 1u);
+    BOOST_TEST(c.events.size() == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
