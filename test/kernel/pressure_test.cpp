@@ -9,6 +9,7 @@
 #include <oomwatch/oomwatch.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -190,6 +191,46 @@ BOOST_AUTO_TEST_CASE(rmdir_ends_the_watch_with_removed) {
     BOOST_TEST(!pw->is_open());
     ev = next(ctx, *pw, ec, 2s);
     BOOST_TEST(ec == error_code(error::cgroup_removed));
+}
+
+// subscribe(): events on the given strand, a reset subscription gets nothing, and the
+// removal is the last event (the subscription inactive after it).
+BOOST_AUTO_TEST_CASE(subscription_sees_pressure_then_removed) {
+    scratch_oom s("oomwatch-psi-sub", load_limit);
+    if (s.v1() && in_vm()) {
+        BOOST_TEST_MESSAGE("v1 in the VM: no reclaimable page cache, pressure levels are tested on the host");
+        return;
+    }
+    asio::io_context ctx;
+    std::optional<pressure_watcher> pw;
+    if (s.v1())
+        pw.emplace(ctx.get_executor(), s.cg->path(), pressure_level_trigger{pressure_level::low, pressure_mode::standard});
+    else
+        pw.emplace(ctx.get_executor(), s.cg->path(), quick_trigger());
+    auto strand = asio::make_strand(ctx);
+    std::vector<pressure_event> got;
+    bool off_strand = false;
+    auto sub = pw->subscribe(strand, [&](const pressure_event& ev) {
+        off_strand = off_strand || !strand.running_in_this_thread();
+        got.push_back(ev);
+    });
+    int reset_calls = 0;
+    auto gone = pw->subscribe([&](const pressure_event&) { ++reset_calls; });
+    gone.reset();
+    BOOST_TEST(!gone.active());
+    {
+        reclaim_load load(s.cg->path(), s.v1());
+        BOOST_TEST_REQUIRE(run_until(ctx, [&] { return !got.empty(); }, 20s), "no pressure event for " << s.cg->path());
+    }
+    BOOST_TEST((got.front().kind == pressure_kind::pressure));
+    BOOST_TEST(sub.active());
+    auto rm = s.cg->remove();
+    BOOST_TEST_REQUIRE(!rm, "rmdir: " << rm.message());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return got.back().kind == pressure_kind::removed; }, 10s),
+                       "no removed event");
+    BOOST_TEST(!sub.active());
+    BOOST_TEST(!off_strand);
+    BOOST_TEST(reset_calls == 0);
 }
 
 BOOST_AUTO_TEST_CASE(wrong_kind_of_trigger_is_a_mismatch) {
