@@ -12,6 +12,7 @@
 #include "detail/cgroup.hpp"
 #include "detail/parse.hpp"
 #include "logger.hpp"
+#include "pressure_state.hpp"
 #include "sys.hpp"
 #include "v1_watcher.hpp"
 
@@ -71,210 +72,6 @@ error_code validate(const pressure_trigger& t) noexcept {
 
 namespace detail {
 
-using clock = std::chrono::system_clock;
-using pressure_handler = asio::any_completion_handler<void(error_code, pressure_event)>;
-
-/// What has happened and not been delivered: one slot per trigger (counts add up), then
-/// the terminal event.
-class pressure_state : public std::enable_shared_from_this<pressure_state> {
-public:
-    class source {
-    public:
-        virtual ~source() = default;
-        virtual void stop() noexcept = 0;
-    };
-
-    pressure_state(asio::any_io_executor ex, std::filesystem::path name, std::vector<std::optional<pressure_level>> levels)
-        : ex_(std::move(ex)), name_(std::move(name)), levels_(std::move(levels)), slots_(levels_.size()) {}
-
-    const std::filesystem::path& name() const noexcept { return name_; }
-
-    void attach(std::shared_ptr<source> s) {
-        std::lock_guard lk(m_);
-        sources_.push_back(std::move(s));
-    }
-
-    void publish(std::size_t trigger, std::uint64_t n, std::optional<pressure_averages> a) {
-        std::unique_lock lk(m_);
-        if (phase_ != phase::open || n == 0) return;
-        auto& s = slots_[trigger];
-        if (s.count == 0) {
-            s.first = clock::now();
-            order_.push_back(trigger);
-        }
-        s.count += n;
-        if (a) s.averages = std::move(a);
-        wake_locked(lk);
-    }
-
-    /// The end of the watch: `removed` (no `ec`) or `failed`.
-    void publish_end(error_code ec, std::string path) {
-        std::unique_lock lk(m_);
-        if (phase_ != phase::open) return;
-        phase_ = phase::ending;
-        end_.emplace();
-        end_->cgroup = name_;
-        end_->kind = ec ? pressure_kind::failed : pressure_kind::removed;
-        end_->time = clock::now();
-        end_->error = ec;
-        if (ec) {
-            failure_ = ec;
-            failure_path_ = std::move(path);
-            OOMWATCH_LOG(error) << failure_path_ << ": pressure watch failed: " << ec.message();
-        }
-        auto sources = std::move(sources_);
-        sources_.clear();
-        wake_locked(lk);
-        for (auto& s : sources) s->stop();
-    }
-
-    void async_next(pressure_handler h) {
-        std::unique_lock lk(m_);
-        error_code ec;
-        std::optional<pressure_event> ev;
-        if (phase_ == phase::closed) {
-            ec = error::watcher_closed;
-        } else if (waiter_) {
-            ec = error::operation_in_progress;
-        } else if ((ev = pop_locked())) {
-            if (ev->kind == pressure_kind::failed) ec = ev->error;
-        } else if (phase_ == phase::finished) {
-            if (failure_) {
-                ev = *end_;
-                ec = failure_;
-            } else {
-                ec = error::cgroup_removed;
-            }
-        } else {
-            auto cs = h.get_cancellation_slot();
-            if (cs.is_connected()) {
-                // The id makes a late emit of an old wait's slot a no-op.
-                cs.assign([w = weak_from_this(), id = waiter_id_ + 1](asio::cancellation_type_t) {
-                    if (auto s = w.lock()) {
-                        std::unique_lock lk2(s->m_);
-                        if (s->waiter_id_ != id || !s->waiter_) return;
-                        s->abort_waiter_locked(lk2);
-                    }
-                });
-            }
-            ++waiter_id_;
-            work_.emplace(asio::prefer(asio::get_associated_executor(h, ex_), asio::execution::outstanding_work.tracked));
-            waiter_.emplace(std::move(h));
-            return;
-        }
-        lk.unlock();
-        asio::post(ex_, asio::append(std::move(h), ec, ev ? std::move(*ev) : pressure_event{}));
-    }
-
-    void cancel_wait() {
-        std::unique_lock lk(m_);
-        abort_waiter_locked(lk);
-    }
-
-    void close() {
-        std::unique_lock lk(m_);
-        if (phase_ == phase::closed) return;
-        phase_ = phase::closed;
-        auto sources = std::move(sources_);
-        sources_.clear();
-        abort_waiter_locked(lk);
-        for (auto& s : sources) s->stop();
-    }
-
-    bool open() const {
-        std::lock_guard lk(m_);
-        return phase_ == phase::open;
-    }
-
-    std::optional<cgroup_error> failure() const {
-        std::lock_guard lk(m_);
-        if (!failure_) return std::nullopt;
-        return cgroup_error(failure_, failure_path_);
-    }
-
-    error_code failure_code() const {
-        std::lock_guard lk(m_);
-        return failure_;
-    }
-
-private:
-    enum class phase { open, ending, finished, closed };
-    struct pending {
-        std::uint64_t count = 0;
-        clock::time_point first;
-        std::optional<pressure_averages> averages;
-    };
-
-    std::optional<pressure_event> pop_locked() {
-        if (head_ < order_.size()) {
-            std::size_t t = order_[head_++];
-            if (head_ == order_.size()) {
-                order_.clear();
-                head_ = 0;
-            }
-            auto& s = slots_[t];
-            pressure_event ev;
-            ev.cgroup = name_;
-            ev.trigger = t;
-            ev.level = levels_[t];
-            ev.count = s.count;
-            ev.time = s.first;
-            ev.averages = std::move(s.averages);
-            s = pending{};
-            return ev;
-        }
-        if (phase_ == phase::ending) {
-            phase_ = phase::finished;
-            return end_;
-        }
-        return std::nullopt;
-    }
-
-    void wake_locked(std::unique_lock<std::mutex>& lk) {
-        if (!waiter_) return;
-        auto ev = pop_locked();
-        if (!ev) return;
-        auto h = std::move(*waiter_);
-        waiter_.reset();
-        auto work = std::move(work_);
-        work_.reset();
-        lk.unlock();
-        error_code ec = ev->kind == pressure_kind::failed ? ev->error : error_code{};
-        // Never inline; the post tracks work on the handler's executor before ours goes.
-        asio::post(ex_, asio::append(std::move(h), ec, std::move(*ev)));
-        work.reset();
-        lk.lock();
-    }
-
-    void abort_waiter_locked(std::unique_lock<std::mutex>& lk) {
-        if (!waiter_) return;
-        auto h = std::move(*waiter_);
-        waiter_.reset();
-        auto work = std::move(work_);
-        work_.reset();
-        lk.unlock();
-        asio::post(ex_, asio::append(std::move(h), error_code(asio::error::operation_aborted), pressure_event{}));
-        work.reset();
-        lk.lock();
-    }
-
-    asio::any_io_executor ex_;
-    const std::filesystem::path name_;
-    const std::vector<std::optional<pressure_level>> levels_;
-    mutable std::mutex m_;
-    phase phase_ = phase::open;
-    std::vector<pending> slots_;
-    std::vector<std::size_t> order_;  // triggers with a count, in the order they fired
-    std::size_t head_ = 0;
-    std::optional<pressure_event> end_;
-    error_code failure_;
-    std::string failure_path_;
-    std::optional<pressure_handler> waiter_;
-    std::optional<asio::any_completion_executor> work_;
-    std::uint64_t waiter_id_ = 0;
-    std::vector<std::shared_ptr<source>> sources_;
-};
-
 namespace {
 
 error_code last_errno() { return {errno, boost::system::system_category()}; }
@@ -300,12 +97,46 @@ error_code psi_error(error_code ec, bool writing) {
     return ec;
 }
 
+// What both kinds of source share: one descriptor, the lock their handlers take, and
+// the flag that makes a handler run after stop() a no-op.
+class descriptor_source : public pressure_state::source {
+public:
+    void stop() noexcept override {
+        std::lock_guard lk(m_);
+        stopped_ = true;
+        error_code ignored;
+        sd_.close(ignored);  // v1: unregisters the eventfd too
+        stopped_locked();
+    }
+
+protected:
+    explicit descriptor_source(const asio::any_io_executor& ex) : sd_(ex) {}
+
+    /// Takes `fd` over and starts waiting on it (`first_wait`, with the lock held).
+    template <class FirstWait>
+    error_code adopt(unique_fd& fd, FirstWait first_wait) {
+        error_code ec;
+        sd_.assign(fd.get(), ec);
+        if (ec) return ec;
+        fd.release();
+        std::lock_guard lk(m_);
+        first_wait();
+        return {};
+    }
+
+    virtual void stopped_locked() noexcept {}
+
+    std::mutex m_;
+    asio::posix::stream_descriptor sd_;
+    bool stopped_ = false;
+};
+
 // One PSI trigger: its own open pressure file.
-class psi_source final : public pressure_state::source, public std::enable_shared_from_this<psi_source> {
+class psi_source final : public descriptor_source, public std::enable_shared_from_this<psi_source> {
 public:
     psi_source(const asio::any_io_executor& ex, std::weak_ptr<pressure_state> st, std::size_t index, std::string file,
                std::string dir)
-        : st_(std::move(st)), index_(index), file_(std::move(file)), dir_(std::move(dir)), sd_(ex), timer_(ex) {}
+        : descriptor_source(ex), st_(std::move(st)), index_(index), file_(std::move(file)), dir_(std::move(dir)), timer_(ex) {}
 
     error_code start(const pressure_trigger& t) {
         unique_fd fd(::open(file_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
@@ -320,25 +151,15 @@ public:
             if (auto ec = stat_path(dir_, st)) return ec;
             ino_ = st.st_ino;
         }
-        error_code ec;
-        sd_.assign(fd.get(), ec);
-        if (ec) return ec;
-        fd.release();
-        std::lock_guard lk(m_);
-        wait();
-        if (!dir_.empty()) arm_timer();
-        return {};
-    }
-
-    void stop() noexcept override {
-        std::lock_guard lk(m_);
-        stopped_ = true;
-        error_code ignored;
-        sd_.close(ignored);
-        timer_.cancel();
+        return adopt(fd, [this] {
+            wait();
+            if (!dir_.empty()) arm_timer();
+        });
     }
 
 private:
+    void stopped_locked() noexcept override { timer_.cancel(); }
+
     void wait() {
         sd_.async_wait(asio::posix::descriptor_base::wait_error,
                        [self = shared_from_this()](error_code ec) { self->on_wake(ec); });
@@ -402,10 +223,7 @@ private:
     const std::string file_;
     const std::string dir_;  // empty: system-wide
     ino_t ino_ = 0;
-    std::mutex m_;
-    asio::posix::stream_descriptor sd_;
     asio::steady_timer timer_;
-    bool stopped_ = false;
 };
 
 std::string level_args(const pressure_level_trigger& t) {
@@ -416,10 +234,10 @@ std::string level_args(const pressure_level_trigger& t) {
 }
 
 // One v1 pressure level: an eventfd registered on memory.pressure_level.
-class level_source final : public pressure_state::source, public std::enable_shared_from_this<level_source> {
+class level_source final : public descriptor_source, public std::enable_shared_from_this<level_source> {
 public:
     level_source(const asio::any_io_executor& ex, std::weak_ptr<pressure_state> st, std::size_t index, std::string dir)
-        : st_(std::move(st)), index_(index), dir_(std::move(dir)), efd_(ex) {}
+        : descriptor_source(ex), st_(std::move(st)), index_(index), dir_(std::move(dir)) {}
 
     error_code start(const pressure_level_trigger& t) {
         unique_fd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -428,25 +246,12 @@ public:
         struct stat st{};
         if (auto ec = stat_path(dir_, st)) return ec;
         ino_ = st.st_ino;
-        error_code ec;
-        efd_.assign(efd.get(), ec);
-        if (ec) return ec;
-        efd.release();
-        std::lock_guard lk(m_);
-        read_next();
-        return {};
-    }
-
-    void stop() noexcept override {
-        std::lock_guard lk(m_);
-        stopped_ = true;
-        error_code ignored;
-        efd_.close(ignored);  // unregisters too
+        return adopt(efd, [this] { read_next(); });
     }
 
 private:
     void read_next() {
-        asio::async_read(efd_, asio::buffer(&value_, sizeof value_),
+        asio::async_read(sd_, asio::buffer(&value_, sizeof value_),
                          [self = shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
     }
 
@@ -479,10 +284,7 @@ private:
     const std::size_t index_;
     const std::string dir_;
     ino_t ino_ = 0;
-    std::mutex m_;
-    asio::posix::stream_descriptor efd_;
     std::uint64_t value_ = 0;
-    bool stopped_ = false;
 };
 
 const std::filesystem::path empty_path;
@@ -609,6 +411,11 @@ void pressure_watcher::async_next_event_impl(event_handler handler) {
         return;
     }
     state_->async_next(std::move(handler));
+}
+
+subscription pressure_watcher::subscribe_impl(executor_type ex, std::function<void(const pressure_event&)> fn) {
+    if (!state_) return subscription{};
+    return subscription(state_->subscribe(std::move(ex), std::move(fn)));
 }
 
 asio::awaitable<pressure_event> pressure_watcher::next_event() {

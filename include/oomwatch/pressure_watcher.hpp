@@ -4,6 +4,7 @@
 
 #include <oomwatch/error.hpp>
 #include <oomwatch/pressure_event.hpp>
+#include <oomwatch/subscription.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -16,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -31,8 +33,9 @@ class pressure_state;
 ///
 /// Each trigger is its own open file in the kernel (one trigger per file). A wake-up
 /// of a PSI trigger re-reads the averages of the pressure file (`pressure_event::averages`);
-/// v1 levels have none. Events are kept for `async_next_event` from construction on,
-/// coalesced per trigger (`count`), in bounded memory.
+/// v1 levels have none. Events are kept for `async_next_event` from construction on, and
+/// for each subscription from its `subscribe()` on, separately, coalesced per trigger
+/// (`count`), in bounded memory (one slot per trigger).
 ///
 /// The watch of a cgroup ends with `removed`: v2 sees it as the kernel's POLLERR on the
 /// trigger when the cgroup goes (or, as a safety net, a liveness check every 2 s), v1 as
@@ -106,10 +109,28 @@ public:
     /// `co_await pw.next_event()`: throws `cgroup_error` with the errors above.
     boost::asio::awaitable<pressure_event> next_event();
 
+    /// Calls `handler(const pressure_event&)` for every event from now on, on `ex` (for
+    /// example a strand); posted to it, never run inside the watcher. As
+    /// `watcher::subscribe`: each subscription has its own backlog, coalesced per trigger
+    /// when the handler falls behind; the last event is `removed` or `failed`, after
+    /// which the subscription is inactive; one made after the watch ended receives that
+    /// last event alone; nothing is delivered after `close()` or destruction, which wait
+    /// for a handler running on another thread (see `subscription`).
+    template <class Executor, class Handler>
+    subscription subscribe(const Executor& ex, Handler&& handler) {
+        return subscribe_impl(executor_type(ex), detail::subscriber_function<pressure_event>(std::forward<Handler>(handler)));
+    }
+    /// As above, on the watcher's executor.
+    template <class Handler>
+    subscription subscribe(Handler&& handler) {
+        return subscribe_impl(ex_, detail::subscriber_function<pressure_event>(std::forward<Handler>(handler)));
+    }
+
     /// Completes a pending wait with `operation_aborted`. Keeps watching.
     void cancel();
     /// Stops watching and releases the descriptors; a pending wait completes with
-    /// `operation_aborted`, later ones with `error::watcher_closed`.
+    /// `operation_aborted`, later ones with `error::watcher_closed`; subscriptions
+    /// receive nothing more.
     void close();
 
 private:
@@ -117,6 +138,7 @@ private:
     void open_psi(const std::filesystem::path& cgroup, bool system, std::vector<pressure_trigger> triggers);
     void open_levels(const std::filesystem::path& cgroup, std::vector<pressure_level_trigger> triggers);
     void async_next_event_impl(event_handler handler);
+    subscription subscribe_impl(executor_type ex, std::function<void(const pressure_event&)> fn);
 
     executor_type ex_;
     std::shared_ptr<detail::pressure_state> state_;

@@ -9,6 +9,7 @@
 #include <oomwatch/oomwatch.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -125,17 +126,26 @@ bool in_vm() { return std::getenv("OOMWATCH_IN_VM") != nullptr; }
 // A trigger every kernel accepts, for root without CAP_SYS_RESOURCE too (a container).
 pressure_trigger quick_trigger() { return {.kind = stall::some, .threshold = std::chrono::milliseconds(10), .window = std::chrono::seconds(2)}; }
 
+// The watch of `s` most tests use: the level `v1` on cgroup v1, the quick trigger on v2.
+pressure_watcher cgroup_watch(asio::io_context& ctx, const scratch_oom& s, pressure_level_trigger v1 = {}) {
+    if (s.v1()) return pressure_watcher(ctx.get_executor(), s.cg->path(), v1);
+    return pressure_watcher(ctx.get_executor(), s.cg->path(), quick_trigger());
+}
+
+// The VM's root is an initramfs: no page cache to reclaim, so no load for v1 there.
+bool no_v1_load_here(const scratch_oom& s) {
+    if (!s.v1() || !in_vm()) return false;
+    BOOST_TEST_MESSAGE("v1 in the VM: no reclaimable page cache, pressure levels are tested on the host");
+    return true;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(pressure, *boost::unit_test::precondition(kernel_precondition{}))
 
 BOOST_AUTO_TEST_CASE(levels_and_system_trigger_fire_under_reclaim) {
     scratch_oom s("oomwatch-psi", load_limit);
-    if (s.v1() && in_vm()) {
-        // The VM's root is an initramfs: no page cache to reclaim, no load for v1 there.
-        BOOST_TEST_MESSAGE("v1 in the VM: no reclaimable page cache, pressure levels are tested on the host");
-        return;
-    }
+    if (no_v1_load_here(s)) return;
     asio::io_context ctx;
     std::optional<pressure_watcher> levels;
     if (s.v1()) {
@@ -174,22 +184,51 @@ BOOST_AUTO_TEST_CASE(levels_and_system_trigger_fire_under_reclaim) {
 BOOST_AUTO_TEST_CASE(rmdir_ends_the_watch_with_removed) {
     scratch_oom s("oomwatch-psi-rm", load_limit);
     asio::io_context ctx;
-    std::optional<pressure_watcher> pw;
-    if (s.v1())
-        pw.emplace(ctx.get_executor(), s.cg->path(), pressure_level_trigger{});
-    else
-        pw.emplace(ctx.get_executor(), s.cg->path(), quick_trigger());
-    BOOST_TEST_REQUIRE(pw->is_open());
+    auto pw = cgroup_watch(ctx, s);
+    BOOST_TEST_REQUIRE(pw.is_open());
     auto rm = s.cg->remove();
     BOOST_TEST_REQUIRE(!rm, "rmdir: " << rm.message());
     error_code ec;
     // v2: the kernel's POLLERR, or at worst the 2 s liveness check.
-    auto ev = next(ctx, *pw, ec, 10s);
+    auto ev = next(ctx, pw, ec, 10s);
     BOOST_TEST_REQUIRE(ev.has_value(), "no removed event: " << ec.message());
     BOOST_TEST(ev->kind == pressure_kind::removed);
-    BOOST_TEST(!pw->is_open());
-    ev = next(ctx, *pw, ec, 2s);
+    BOOST_TEST(!pw.is_open());
+    ev = next(ctx, pw, ec, 2s);
     BOOST_TEST(ec == error_code(error::cgroup_removed));
+}
+
+// subscribe(): events on the given strand, a reset subscription gets nothing, and the
+// removal is the last event (the subscription inactive after it).
+BOOST_AUTO_TEST_CASE(subscription_sees_pressure_then_removed) {
+    scratch_oom s("oomwatch-psi-sub", load_limit);
+    if (no_v1_load_here(s)) return;
+    asio::io_context ctx;
+    auto pw = cgroup_watch(ctx, s, {pressure_level::low, pressure_mode::standard});
+    auto strand = asio::make_strand(ctx);
+    std::vector<pressure_event> got;
+    bool off_strand = false;
+    auto sub = pw.subscribe(strand, [&](const pressure_event& ev) {
+        off_strand = off_strand || !strand.running_in_this_thread();
+        got.push_back(ev);
+    });
+    int reset_calls = 0;
+    auto gone = pw.subscribe([&](const pressure_event&) { ++reset_calls; });
+    gone.reset();
+    BOOST_TEST(!gone.active());
+    {
+        reclaim_load load(s.cg->path(), s.v1());
+        BOOST_TEST_REQUIRE(run_until(ctx, [&] { return !got.empty(); }, 20s), "no pressure event for " << s.cg->path());
+    }
+    BOOST_TEST((got.front().kind == pressure_kind::pressure));
+    BOOST_TEST(sub.active());
+    auto rm = s.cg->remove();
+    BOOST_TEST_REQUIRE(!rm, "rmdir: " << rm.message());
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return got.back().kind == pressure_kind::removed; }, 10s),
+                       "no removed event");
+    BOOST_TEST(!sub.active());
+    BOOST_TEST(!off_strand);
+    BOOST_TEST(reset_calls == 0);
 }
 
 BOOST_AUTO_TEST_CASE(wrong_kind_of_trigger_is_a_mismatch) {
