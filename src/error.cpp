@@ -31,6 +31,17 @@ public:
         case error::counters_vanished:
             return "The cgroup's counters file disappeared while the cgroup remains (memory controller disabled for it?)";
         case error::malformed_log_record: return "Malformed kernel log record";
+        case error::invalid_pressure_trigger:
+            return "Invalid pressure trigger: the window must be 500 ms to 10 s, the threshold more than 0 and at most "
+                   "the window";
+        case error::pressure_trigger_refused:
+            return "The kernel refused the pressure trigger: without CAP_SYS_RESOURCE, Linux 6.4+ allows only windows "
+                   "that are a multiple of 2 s";
+        case error::psi_disabled:
+            return "PSI is disabled (the kernel was booted with psi=0): pressure files are not supported";
+        case error::pressure_trigger_mismatch:
+            return "PSI triggers need cgroup v2 or the system-wide file; cgroup v1 has pressure levels "
+                   "(pressure_level_trigger)";
         }
         return "Unknown oomwatch error " + std::to_string(ev);
     }

@@ -126,6 +126,50 @@ bool valid_dev(std::string_view s) noexcept {
     return parse_decimal(s.substr(0, colon), major) && parse_decimal(s.substr(colon + 1), minor);
 }
 
+// A PSI average: digits with at most one '.', as the kernel prints "12.34". Stricter
+// than from_chars, which would take "inf", "nan", "1e5" and signs.
+bool parse_average(std::string_view s, double& out) noexcept {
+    if (s.empty() || s.front() == '.' || s.back() == '.') return false;
+    bool dot = false;
+    for (char c : s) {
+        if (c == '.') {
+            if (dot) return false;
+            dot = true;
+        } else if (c < '0' || c > '9') {
+            return false;
+        }
+    }
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out, std::chars_format::fixed);
+    return ec == std::errc{} && end == s.data() + s.size();
+}
+
+// The fields after a pressure line's name: "avg10=A avg60=A avg300=A total=N".
+bool parse_stall_fields(std::string_view rest, stall_averages& out) noexcept {
+    unsigned seen = 0;  // a bit per known key
+    std::size_t i = 0;
+    while (true) {
+        while (i < rest.size() && is_blank(rest[i])) ++i;
+        if (i == rest.size()) break;
+        std::size_t start = i;
+        while (i < rest.size() && !is_blank(rest[i])) ++i;
+        std::string_view field = rest.substr(start, i - start);
+        auto eq = field.find('=');
+        if (eq == std::string_view::npos || !valid_key(field.substr(0, eq))) return false;
+        std::string_view key = field.substr(0, eq);
+        std::string_view value = field.substr(eq + 1);
+        unsigned bit = 0;
+        bool ok = true;
+        if (key == "avg10") bit = 1, ok = parse_average(value, out.avg10);
+        else if (key == "avg60") bit = 2, ok = parse_average(value, out.avg60);
+        else if (key == "avg300") bit = 4, ok = parse_average(value, out.avg300);
+        else if (key == "total") bit = 8, ok = parse_decimal(value, out.total);
+        else ok = !value.empty();  // a later kernel's field: kept out, not an error
+        if (!ok || (seen & bit) != 0) return false;
+        seen |= bit;
+    }
+    return seen == 15;
+}
+
 } // namespace
 
 result<memory_counters> parse_memory_events(std::string_view text) {
@@ -163,6 +207,34 @@ result<std::optional<std::uint64_t>> parse_vmstat_oom_kill(std::string_view text
     }
     if (!any) return make_error_code(error::malformed_counters);
     return oom_kill;
+}
+
+result<pressure_averages> parse_pressure(std::string_view text) {
+    const auto malformed = make_error_code(error::malformed_counters);
+    pressure_averages p;
+    bool have_some = false;
+    line_reader lines(text);
+    std::string_view line;
+    while (lines.next(line)) {
+        std::size_t i = 0;
+        while (i < line.size() && is_blank(line[i])) ++i;
+        std::size_t start = i;
+        while (i < line.size() && !is_blank(line[i])) ++i;
+        std::string_view name = line.substr(start, i - start);
+        if (name.empty()) continue;
+        if (!valid_key(name)) return malformed;
+        stall_averages a;
+        if (name == "some") {
+            if (have_some || !parse_stall_fields(line.substr(i), a)) return malformed;
+            p.some = a;
+            have_some = true;
+        } else if (name == "full") {
+            if (p.full || !parse_stall_fields(line.substr(i), a)) return malformed;
+            p.full = a;
+        }
+    }
+    if (!have_some) return malformed;
+    return p;
 }
 
 result<oom_control> parse_oom_control(std::string_view text) {

@@ -54,21 +54,6 @@ error_code last_errno() { return {errno, system_category()}; }
 constexpr std::chrono::milliseconds removal_grace{300};
 constexpr std::chrono::milliseconds probe_timeout{10'000};
 
-// Registers `efd` for `event_file` in `dir` through cgroup.event_control, with `args`.
-error_code register_event(const std::string& dir, int efd, const std::string& event_file, std::string_view args) {
-    unique_fd target(::open((dir + "/" + event_file).c_str(), O_RDONLY | O_CLOEXEC));
-    if (!target) return last_errno();
-    unique_fd evc(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
-    if (!evc) return last_errno();
-    std::string line = std::to_string(efd) + " " + std::to_string(target.get());
-    if (!args.empty()) (line += ' ') += args;
-    ssize_t w;
-    do w = ::write(evc.get(), line.data(), line.size());
-    while (w < 0 && errno == EINTR);
-    // The registration is made: the kernel no longer needs our fds of the two files.
-    return w < 0 ? last_errno() : error_code{};
-}
-
 class v1_watch final : public source, public std::enable_shared_from_this<v1_watch> {
 public:
     v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink, node_role role)
@@ -429,6 +414,20 @@ private:
 };
 
 } // namespace
+
+error_code register_event(const std::string& dir, int efd, const std::string& event_file, std::string_view args) {
+    unique_fd target(::open((dir + "/" + event_file).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!target) return last_errno();
+    unique_fd evc(::open((dir + "/cgroup.event_control").c_str(), O_WRONLY | O_CLOEXEC));
+    if (!evc) return last_errno();
+    std::string line = std::to_string(efd) + " " + std::to_string(target.get());
+    if (!args.empty()) (line += ' ') += args;
+    ssize_t w;
+    do w = ::write(evc.get(), line.data(), line.size());
+    while (w < 0 && errno == EINTR);
+    // The registration is made: the kernel no longer needs our fds of the two files.
+    return w < 0 ? last_errno() : error_code{};
+}
 
 std::shared_ptr<source> start_v1_watch(const asio::any_io_executor& ex, const std::shared_ptr<watcher_state>& sink,
                                        error_code& ec, node_role role) {

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <string_view>
 
 namespace oomwatch::detail {
 
@@ -17,5 +19,10 @@ namespace oomwatch::detail {
 std::shared_ptr<source> start_v1_watch(const boost::asio::any_io_executor& ex,
                                        const std::shared_ptr<watcher_state>& sink, boost::system::error_code& ec,
                                        node_role role = {});
+
+/// Registers the eventfd `efd` for `event_file` in the v1 cgroup `dir` through
+/// cgroup.event_control, with `args` (none when empty). Errors are errno values.
+boost::system::error_code register_event(const std::string& dir, int efd, const std::string& event_file,
+                                         std::string_view args);
 
 } // namespace oomwatch::detail

@@ -39,9 +39,8 @@ subscription::~subscription() { reset(); }
 void subscription::reset() noexcept {
     if (sub_) {
         sub_->deactivate(true);
-        auto owner = sub_->owner();
-        sub_.reset();
-        if (owner) owner->subscriber_gone();
+        auto s = std::move(sub_);
+        s->released();
     }
 }
 

@@ -126,70 +126,18 @@ std::optional<oom_event> backlog::pop() {
 
 subscriber::subscriber(asio::any_io_executor ex, std::function<void(const oom_event&)> fn,
                        std::weak_ptr<watcher_state> owner)
-    : ex_(std::move(ex)), fn_(std::move(fn)), owner_(std::move(owner)) {}
+    : basic_subscriber(std::move(ex), std::move(fn)), owner_(std::move(owner)) {}
 
-void subscriber::publish(const occurrence& o) {
-    std::lock_guard lk(m_);
-    if (!active_) return;
-    pending_.add(o);
-    if (!pending_.empty()) schedule();
+bool subscriber::is_last(const oom_event& ev) const {
+    // The watched cgroup (a tree's root) removed, or a failure.
+    if (ev.kind == event_kind::failed) return true;
+    if (ev.kind != event_kind::removed || ev.origin != event_origin::here) return false;
+    auto owner = owner_.lock();
+    return !owner || ev.cgroup == owner->cgroup();
 }
 
-void subscriber::schedule() {
-    if (scheduled_) return;
-    scheduled_ = true;
-    asio::post(ex_, [self = shared_from_this()] { self->deliver_one(); });
-}
-
-void subscriber::deliver_one() {
-    // Held until the handler returns: a reset() on another thread waits for it.
-    std::unique_lock call(call_m_);
-    std::optional<oom_event> ev;
-    {
-        std::lock_guard lk(m_);
-        ev = active_ ? pending_.pop() : std::nullopt;
-        if (!ev) {
-            scheduled_ = false;
-            return;
-        }
-        auto owner = owner_.lock();
-        // The last event: the watched cgroup (a tree's root) removed, or a failure.
-        if (ev->kind == event_kind::failed ||
-            (ev->kind == event_kind::removed && ev->origin == event_origin::here &&
-             (!owner || ev->cgroup == owner->cgroup())))
-            active_ = false;
-        caller_ = std::this_thread::get_id();
-    }
-    // Reschedule (or not) even when the handler throws, so one exception does not stop
-    // this subscription for good.
-    struct reschedule {
-        subscriber* self;
-        ~reschedule() {
-            std::lock_guard lk(self->m_);
-            self->caller_ = {};
-            self->scheduled_ = false;
-            if (self->active_ && !self->pending_.empty()) self->schedule();
-        }
-    } guard{this};
-    fn_(*ev);
-}
-
-void subscriber::deactivate(bool wait) noexcept {
-    bool in_own_handler = false;
-    {
-        std::lock_guard lk(m_);
-        active_ = false;
-        pending_.clear();
-        in_own_handler = caller_ == std::this_thread::get_id();
-    }
-    // An invocation that began before the flag was cleared holds call_m_ until it
-    // returns; one that begins later sees the flag and does nothing.
-    if (wait && !in_own_handler) std::lock_guard call(call_m_);
-}
-
-bool subscriber::active() const noexcept {
-    std::lock_guard lk(m_);
-    return active_;
+void subscriber::released() noexcept {
+    if (auto owner = owner_.lock()) owner->subscriber_gone();
 }
 
 // ---- watcher_state ------------------------------------------------------------------
@@ -299,7 +247,7 @@ void watcher_state::enqueue_locked(occurrence o) {
 void watcher_state::wake_waiter(std::unique_lock<std::mutex>& lk) {
     std::optional<taken_waiter> h;
     std::optional<oom_event> ev;
-    if (waiter_ && (ev = pop_event_locked())) h = take_waiter_locked();
+    if (wait_.pending() && (ev = pop_event_locked())) h = wait_.take();
     lk.unlock();
     if (h) {
         error_code ec = ev->kind == event_kind::failed ? ev->error : error_code{};
@@ -316,14 +264,12 @@ std::optional<oom_event> watcher_state::pop_event_locked() {
     return ev;
 }
 
-std::optional<watcher_state::taken_waiter> watcher_state::take_waiter_locked() {
-    // The cancellation slot is left alone: it belongs to the waiting consumer's thread,
-    // and the wait id already makes a late emit harmless.
-    if (!waiter_) return std::nullopt;
-    taken_waiter t{std::move(*waiter_), std::move(waiter_work_)};
-    waiter_.reset();
-    waiter_work_.reset();
-    return t;
+void watcher_state::abort_wait(std::uint64_t id) {
+    std::unique_lock lk(m_);
+    if (!wait_.is(id)) return;
+    auto h = wait_.take();
+    lk.unlock();
+    complete(std::move(*h), asio::error::operation_aborted, {});
 }
 
 void watcher_state::complete(taken_waiter t, error_code ec, oom_event ev) {
@@ -340,7 +286,7 @@ void watcher_state::async_next(event_handler h) {
     std::optional<oom_event> ev;
     if (phase_ == phase::closed) {
         ec = error::watcher_closed;
-    } else if (waiter_) {
+    } else if (wait_.pending()) {
         ec = error::operation_in_progress;
     } else if ((ev = pop_event_locked())) {
         if (ev->kind == event_kind::failed) ec = ev->error;
@@ -358,25 +304,10 @@ void watcher_state::async_next(event_handler h) {
             ec = error::cgroup_removed;
         }
     } else {
-        auto slot = h.get_cancellation_slot();
-        if (slot.is_connected()) {
-            // Waiting consumes nothing, so every cancellation type can be honoured.
-            // A slot can outlive its operation (a completed wait does not clear it): the
-            // id makes a late emit a no-op instead of cancelling a later wait.
-            slot.assign([w = weak_from_this(), id = waiter_id_ + 1](asio::cancellation_type_t) {
-                if (auto s = w.lock()) {
-                    std::unique_lock lk2(s->m_);
-                    if (s->waiter_id_ != id || !s->waiter_) return;
-                    auto h2 = s->take_waiter_locked();
-                    lk2.unlock();
-                    if (h2) s->complete(std::move(*h2), asio::error::operation_aborted, {});
-                }
-            });
-        }
-        ++waiter_id_;
-        waiter_work_.emplace(
-            asio::prefer(asio::get_associated_executor(h, ex_), asio::execution::outstanding_work.tracked));
-        waiter_.emplace(std::move(h));
+        // Waiting consumes nothing, so every cancellation type can be honoured.
+        wait_.park(std::move(h), ex_, [w = weak_from_this()](std::uint64_t id) {
+            if (auto s = w.lock()) s->abort_wait(id);
+        });
         return;
     }
     lk.unlock();
@@ -385,7 +316,7 @@ void watcher_state::async_next(event_handler h) {
 
 void watcher_state::cancel_wait() {
     std::unique_lock lk(m_);
-    auto h = take_waiter_locked();
+    auto h = wait_.take();
     lk.unlock();
     if (h) complete(std::move(*h), asio::error::operation_aborted, {});
 }
@@ -394,7 +325,7 @@ void watcher_state::close() {
     std::unique_lock lk(m_);
     if (phase_ == phase::closed) return;
     phase_ = phase::closed;
-    auto h = take_waiter_locked();
+    auto h = wait_.take();
     own_.clear();
     auto subs = std::move(subscribers_);
     subscribers_.clear();

@@ -7,6 +7,8 @@
 
 #include "detail/parse.hpp"
 #include "kernel_log.hpp"
+#include "pending_wait.hpp"
+#include "subscriber.hpp"
 #include "victims.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
@@ -102,38 +104,18 @@ struct failure_info {
 
 class watcher_state;
 
-/// One subscription's delivery state. At most one delivery is posted at a time; it
-/// delivers one event and reposts itself while the backlog is not empty, so a slow
-/// handler only grows this subscriber's counts, never anyone's queue.
-class subscriber : public std::enable_shared_from_this<subscriber> {
+/// One subscription to an OOM watcher (see `basic_subscriber`).
+class subscriber final : public basic_subscriber<oom_event, backlog> {
 public:
     subscriber(boost::asio::any_io_executor ex, std::function<void(const oom_event&)> fn,
                std::weak_ptr<watcher_state> owner);
-
-    void publish(const occurrence& o);
-    /// Stops delivery. With `wait`, also waits for an invocation of the handler running
-    /// on another thread to return (never for one running on this thread: a handler may
-    /// reset its own subscription).
-    void deactivate(bool wait) noexcept;
-    bool active() const noexcept;
     /// The watcher this subscription came from (to tidy its list on reset).
     std::shared_ptr<watcher_state> owner() const noexcept { return owner_.lock(); }
+    void released() noexcept override;
 
 private:
-    void schedule();  // with m_ held
-    void deliver_one();
-
-    boost::asio::any_io_executor ex_;
-    std::function<void(const oom_event&)> fn_;
+    bool is_last(const oom_event& ev) const override;
     std::weak_ptr<watcher_state> owner_;
-    // Held for the whole of a handler invocation, so that deactivation from another
-    // thread can wait for it: after reset() returns, the handler neither runs nor starts.
-    std::mutex call_m_;
-    mutable std::mutex m_;
-    std::thread::id caller_;  // the thread running the handler, if any
-    backlog pending_;
-    bool scheduled_ = false;
-    bool active_ = true;
 };
 
 /// What a source watching one cgroup of a tree tells the tree. Called with the source's
@@ -277,13 +259,9 @@ private:
     void stop_log(std::uint64_t log_key);
     std::optional<oom_event> pop_event_locked();
     void prune_locked();
-    // The waiting handler, and the work it keeps on its executor.
-    struct taken_waiter {
-        event_handler handler;
-        std::optional<boost::asio::any_completion_executor> work;
-    };
-    // Takes the waiting handler out for completion.
-    std::optional<taken_waiter> take_waiter_locked();
+    using waiter = pending_wait<event_handler>;
+    using taken_waiter = waiter::taken;
+    void abort_wait(std::uint64_t id);
     void complete(taken_waiter t, boost::system::error_code ec, oom_event ev);
 
     boost::asio::any_io_executor ex_;
@@ -296,11 +274,9 @@ private:
     backlog own_;  // for async_next_event
     memory_counters counters_;
     std::optional<failure_info> failure_;
-    std::optional<event_handler> waiter_;
-    // Keeps the waiting handler's executor from running out of work while it waits, as
-    // Asio's own operations do.
-    std::optional<boost::asio::any_completion_executor> waiter_work_;
-    std::uint64_t waiter_id_ = 0;  // which wait a cancellation slot belongs to
+    // The waiting handler; it keeps its executor from running out of work while it
+    // waits, as Asio's own operations do.
+    waiter wait_;
     std::vector<std::weak_ptr<subscriber>> subscribers_;
     std::size_t resets_since_prune_ = 0;
     std::shared_ptr<source> source_;

@@ -38,6 +38,18 @@ enum class error {
     counters_vanished,
     /// A record of the kernel log (`/dev/kmsg`) could not be parsed.
     malformed_log_record,
+    /// A pressure trigger breaks the kernel's rules: the window must be 500 ms to 10 s, the
+    /// threshold more than 0 and at most the window. Checked before the kernel is asked.
+    invalid_pressure_trigger,
+    /// The kernel refused a PSI trigger that oomwatch's own checks accept: without
+    /// `CAP_SYS_RESOURCE`, Linux 6.4+ allows only windows that are a multiple of 2 s. `cgroup_error::path()` names the pressure file.
+    pressure_trigger_refused,
+    /// PSI is compiled in but disabled (booted with `psi=0`): pressure files fail with
+    /// `EOPNOTSUPP`.
+    psi_disabled,
+    /// The trigger does not fit the cgroup: PSI triggers need cgroup v2 (or
+    /// `system_pressure`), v1 pressure levels need cgroup v1.
+    pressure_trigger_mismatch,
 };
 
 /// The category of `oomwatch::error`; its name is `"oomwatch"`.

@@ -6,6 +6,7 @@
 #include <oomwatch/event.hpp>
 #include <oomwatch/kernel_log.hpp>
 #include <oomwatch/log.hpp>
+#include <oomwatch/pressure_watcher.hpp>
 #include <oomwatch/system_watcher.hpp>
 #include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>

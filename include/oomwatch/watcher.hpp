@@ -3,6 +3,7 @@
 
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
+#include <oomwatch/subscription.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -27,7 +28,6 @@ namespace oomwatch {
 
 namespace detail {
 class watcher_state;
-class subscriber;
 } // namespace detail
 
 /// How a watcher watches.
@@ -92,35 +92,6 @@ struct watch_options {
 /// Names a cgroup by a process in it: `watcher w(ex, oomwatch::process{pid});`.
 struct process {
     pid_t pid;
-};
-
-/// A subscription made by `watcher::subscribe`. Destroying or resetting it stops
-/// delivery: once `reset()` (or the destructor) returns, the handler is neither running
-/// nor invoked again. When the handler is running on another thread at that moment,
-/// `reset()` waits for it to return, as `std::stop_callback`'s destructor does; called
-/// from within the handler itself it returns at once. So do not reset a subscription
-/// while holding a lock that its handler takes.
-class subscription {
-public:
-    subscription() noexcept = default;
-    subscription(subscription&&) noexcept = default;
-    subscription& operator=(subscription&& other) noexcept;
-    subscription(const subscription&) = delete;
-    subscription& operator=(const subscription&) = delete;
-    ~subscription();
-
-    /// Stops delivery (see the class comment). Safe to call from within the handler and
-    /// from any thread.
-    void reset() noexcept;
-    /// True until `reset()`, destruction, or delivery of the `removed` or `failed` event.
-    bool active() const noexcept;
-
-private:
-    friend class watcher;
-    friend class tree_watcher;
-    friend class system_watcher;
-    explicit subscription(std::shared_ptr<detail::subscriber> s) noexcept : sub_(std::move(s)) {}
-    std::shared_ptr<detail::subscriber> sub_;
 };
 
 /// Watches one memory cgroup (v1 or v2, detected) for OOM events.
@@ -296,13 +267,7 @@ private:
 
     template <class Handler>
     static subscriber_fn wrap_handler(Handler&& h) {
-        using H = std::decay_t<Handler>;
-        if constexpr (std::is_copy_constructible_v<H>) {
-            return subscriber_fn(std::forward<Handler>(h));
-        } else {  // std::function needs a copyable target
-            auto p = std::make_shared<H>(std::forward<Handler>(h));
-            return [p](const oom_event& ev) { (*p)(ev); };
-        }
+        return detail::subscriber_function<oom_event>(std::forward<Handler>(h));
     }
 
     void open(const std::filesystem::path& dir, cgroup_version v, const watch_options& opts,

@@ -4,6 +4,7 @@
 #include "exporter.hpp"
 
 #include <oomwatch/event.hpp>
+#include <oomwatch/pressure_event.hpp>
 #include <oomwatch/watcher.hpp>
 
 #include <boost/json/object.hpp>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace oomwatch::cli {
@@ -50,6 +52,20 @@ boost::json::object victim_to_json(const victim& v);
 /// is never held in a buffer). Returns the error of a write that failed.
 [[nodiscard]] boost::system::error_code print_event(const oom_event& ev);
 
+/// One `--pressure SPEC`: a PSI trigger (cgroup v2, --system) or a cgroup v1 level.
+struct pressure_spec {
+    std::variant<pressure_trigger, pressure_level_trigger> trigger;
+    std::string name;  ///< in JSON lines and metrics: "some 150ms/2s", "medium", "low,local"
+    bool psi() const { return std::holds_alternative<pressure_trigger>(trigger); }
+};
+
+/// `some:150ms/2s`, `full:…`, `low|medium|critical[,hierarchy|local]`; else nothing,
+/// and `problem` says why (a usage error).
+std::optional<pressure_spec> parse_pressure_spec(std::string_view text, std::string& problem);
+
+/// A pressure event as a single-line JSON object (no newline); `trigger` is its SPEC's name.
+std::string pressure_event_to_json(const pressure_event& ev, std::string_view trigger);
+
 /// "oomwatch: stdout: <message>" on stderr.
 void report_stdout_error(const boost::system::error_code& ec);
 
@@ -63,6 +79,7 @@ struct watch_request {
     int verbosity = 0;                 ///< >= 1: announce each watch on stderr once armed
     metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
     std::optional<std::filesystem::path> state; ///< --state FILE: resume across restarts
+    std::vector<pressure_spec> pressure;         ///< --pressure SPEC...: per CGROUP, or the machine with `system`
 };
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`

@@ -80,6 +80,11 @@ void metrics_exporter::record(const oom_event& ev) {
     if (textfile_) textfile_->schedule(textfile_writer::clock::now());
 }
 
+void metrics_exporter::record(const pressure_event& ev, const std::string& trigger) {
+    registry_.record(ev, trigger);
+    if (textfile_) textfile_->schedule(textfile_writer::clock::now());
+}
+
 void metrics_exporter::stop() {
     if (std::exchange(stopped_, true)) return;
     if (server_) server_->stop();
@@ -93,6 +98,7 @@ void metrics_exporter::stop() {
 
 std::unique_ptr<metrics_exporter> start_exporter(boost::asio::any_io_executor ex, const metrics_config& cfg,
                                                  kind_set kinds, const std::vector<std::string>& cgroups,
+                                                 const std::vector<std::pair<std::string, std::string>>& pressure_triggers,
                                                  std::function<std::size_t()> watched_cgroups) {
     metrics_registry::options opts;
     opts.version = OOMWATCH_VERSION;
@@ -109,6 +115,7 @@ std::unique_ptr<metrics_exporter> start_exporter(boost::asio::any_io_executor ex
         return nullptr;
     }
     for (const auto& cg : cgroups) exporter->registry().add_cgroup(cg, kinds);
+    for (const auto& [cg, trigger] : pressure_triggers) exporter->registry().add_pressure_trigger(cg, trigger);
     if (auto ec = exporter->start()) {
         std::cerr << "oomwatch: " << cfg.textfile->string() << ": " << ec.message() << '\n';
         return nullptr;

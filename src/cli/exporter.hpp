@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace oomwatch::cli {
@@ -48,6 +49,9 @@ public:
     /// An event as printed.
     void record(const oom_event& ev);
 
+    /// A pressure event as printed, of the trigger named `trigger`.
+    void record(const pressure_event& ev, const std::string& trigger);
+
     /// Stops serving, and writes the text file a last time. Idempotent.
     void stop();
 
@@ -60,9 +64,10 @@ private:
 
 /// The exporter of `oomwatch watch`: the series of `cgroups` (the watched directories)
 /// at 0 for `kinds`, the text file written, the server listening, `version` in
-/// oomwatch_build_info. Null, with the reason on stderr, when it cannot start.
+/// oomwatch_build_info, the event counts of `pressure_triggers` (cgroup, trigger) at 0. Null, with the reason on stderr, when it cannot start.
 std::unique_ptr<metrics_exporter> start_exporter(boost::asio::any_io_executor ex, const metrics_config& cfg,
                                                  kind_set kinds, const std::vector<std::string>& cgroups,
+                                                 const std::vector<std::pair<std::string, std::string>>& pressure_triggers,
                                                  std::function<std::size_t()> watched_cgroups);
 
 } // namespace oomwatch::cli

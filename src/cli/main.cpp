@@ -25,9 +25,9 @@ namespace {
 using namespace oomwatch;
 
 constexpr std::string_view usage_text =
-    R"usage(Usage: oomwatch [options] watch CGROUP...
+    R"usage(Usage: oomwatch [options] watch [--pressure SPEC]... CGROUP...
        oomwatch [options] watch -r [--max-depth N] [CGROUP...]
-       oomwatch [-v] watch --system
+       oomwatch [-v] watch --system [--pressure SPEC]...
        oomwatch [options] demo
        oomwatch [--json|--table] status [-r [--max-depth N]] [CGROUP...]
        oomwatch --help | --version
@@ -87,6 +87,28 @@ Options:
                     removed before they could be read is reported in their nearest
                     ancestor still there, with "origin":"removed_descendant" added to
                     its line.
+  --pressure SPEC   watch: also report memory pressure, one line per event of a
+                    trigger, on every CGROUP (with --system: on the whole machine,
+                    /proc/pressure/memory). Repeat it for several triggers; a value is
+                    required. SPEC is, after the cgroup's version:
+                      some:THRESHOLD/WINDOW, full:THRESHOLD/WINDOW  (cgroup v2,
+                        --system) a PSI trigger: some (or all, full) tasks stalled on
+                        memory for THRESHOLD in total within WINDOW, e.g. some:150ms/2s
+                        (durations in us, ms or s; WINDOW 500ms to 10s, THRESHOLD at
+                        most WINDOW; without CAP_SYS_RESOURCE, from Linux 6.4, WINDOW
+                        must be a multiple of 2s)
+                      low|medium|critical[,hierarchy|local]  (cgroup v1) a level of
+                        memory.pressure_level, in the kernel's default mode or the one
+                        given
+                    A SPEC of the other version: exit 3, naming the cgroup. Not with -r.
+                    A line:
+                      {"cgroup":"/sys/fs/cgroup/app","kind":"pressure",
+                       "trigger":"some 150ms/2s","count":1,"time":"...",
+                       "averages":{"some":{"avg10":1.5,"avg60":0.3,"avg300":0.06,
+                       "total":123456},"full":{...}}}
+                    "trigger" is the SPEC ("medium", "low,local" on v1); "averages"
+                    is the pressure file at the event (avg* in percent, total in
+                    microseconds), absent on cgroup v1.
   --max-depth N     With -r: watch N levels below each CGROUP at most (0: the CGROUP
                     alone, 1: its children too, ...). Default: every level.
   --no-victims      Do not name the processes killed: every kill is counted in
@@ -107,6 +129,14 @@ Options:
                         named, per cause: memcg, global, cpuset, mempolicy
                       oomwatch_kernel_log_records_lost_total  kernel log records lost
                       oomwatch_kernel_log_foreign_records_total  forged records ignored
+                      oomwatch_pressure_events_total{cgroup,trigger}  --pressure
+                        events per trigger (from 0); cgroup /proc/pressure/memory
+                        is the machine
+                      oomwatch_memory_pressure_ratio{cgroup,kind,window}  PSI avg10,
+                        avg60, avg300 (window 10s, 60s, 300s) of kind some or full, as
+                        a ratio (0 to 1), as of the last pressure event
+                      oomwatch_memory_pressure_stall_seconds_total{cgroup,kind}  PSI
+                        total in seconds, as of the last pressure event
                       oomwatch_watched_cgroups  cgroups watched now
                       oomwatch_build_info{version}  always 1
                       process_start_time_seconds
@@ -145,6 +175,8 @@ Options:
                     and with --system:
                       oomwatch: watching every OOM kill on the machine (kernel log,
                       counted from /proc/vmstat)
+                    and with --pressure:
+                      oomwatch: watching memory pressure on DIR (SPEC, ...)
                     and with --metrics, after them:
                       oomwatch: serving metrics on http://ADDR:PORT/metrics
   -h, --help        Show this help.
@@ -181,14 +213,16 @@ Exit status:
      something prevents watching (no memory hierarchy, a CGROUP that cannot be
      watched, ...).
   2  bad usage: an unknown option, command or event kind, a missing or malformed
-     argument; watch --system with a CGROUP or an option of cgroup watches.
+     argument (a --pressure SPEC); watch --system with a CGROUP or an option of
+     cgroup watches, or a cgroup v1 --pressure level; --pressure with -r.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
-     no memory hierarchy, ... ("oomwatch: CGROUP: REASON" on stderr, before any
-     output; nothing is watched); with --system: the kernel log or /proc/vmstat
-     cannot be read ("oomwatch: /dev/kmsg: REASON"); the --state FILE cannot be read
-     or is not a state file ("oomwatch: FILE: REASON"); for status: a CGROUP cannot
-     be found (the report is printed all the same).
+     no memory hierarchy, a --pressure SPEC of the other cgroup version, a PSI
+     trigger the kernel refuses or PSI disabled, ... ("oomwatch: CGROUP: REASON" on
+     stderr, before any output; nothing is watched); with --system: the kernel log
+     or /proc/vmstat cannot be read ("oomwatch: /dev/kmsg: REASON"); the --state
+     FILE cannot be read or is not a state file ("oomwatch: FILE: REASON"); for
+     status: a CGROUP cannot be found (the report is printed all the same).
 )usage";
 
 int usage_error(std::string_view message) {
@@ -363,6 +397,12 @@ int run(int argc, char** argv) {
                 return usage_error("unknown event kind '" + bad + "' in --kinds");
             }
             shapes_cgroup_watches("--kinds");
+        } else if (auto pr = take_value("--pressure", i, argc, argv); pr.matched) {
+            if (pr.missing) return missing_value("--pressure");
+            std::string problem;
+            auto spec = cli::parse_pressure_spec(pr.value, problem);
+            if (!spec) return usage_error(problem);
+            req.pressure.push_back(std::move(*spec));
         } else if (auto st = take_value("--state", i, argc, argv); st.matched) {
             if (st.missing || st.value.empty()) return usage_error("--state needs a file name");
             req.state = std::filesystem::path(st.value);
@@ -380,6 +420,7 @@ int run(int argc, char** argv) {
     cli::setup_logging(verbosity);
 
     const std::string& command = positional.front();
+    if (!req.pressure.empty() && command != "watch") return usage_error("--pressure is an option of watch");
     if (command == "status") {
         req.targets.assign(positional.begin() + 1, positional.end());
         if (auto problem = cli::status_usage_problem(req)) return usage_error(*problem);
@@ -392,8 +433,14 @@ int run(int argc, char** argv) {
                 return usage_error("watch --system takes no cgroup: it reports every OOM kill on the machine");
             }
             if (!cgroup_only.empty()) return usage_error(std::string(cgroup_only) + " does not apply to watch --system");
+            for (const auto& p : req.pressure) {
+                if (!p.psi())
+                    return usage_error("watch --system takes PSI triggers (some:THRESHOLD/WINDOW, full:...), not the "
+                                       "cgroup v1 level '" + p.name + "'");
+            }
             return cli::run_watch(req);
         }
+        if (req.recursive && !req.pressure.empty()) return usage_error("--pressure does not apply to watch -r");
         if (req.max_depth && !req.recursive) return usage_error("--max-depth needs --recursive (-r)");
         if (!req.metrics.enabled() && req.metrics.retention != cli::metrics_config{}.retention)
             return usage_error("--metrics-retention needs --metrics or --textfile");

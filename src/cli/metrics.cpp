@@ -18,6 +18,13 @@ void header(std::string& out, std::string_view name, std::string_view type, std:
     out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
 }
 
+// A value for a sample: enough digits for a ratio of the kernel's two decimals of percent.
+std::string format_double(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return buf;
+}
+
 } // namespace
 
 std::string escape_label_value(std::string_view value) {
@@ -64,6 +71,65 @@ void metrics_registry::record(const oom_event& ev) {
     }
 }
 
+void metrics_registry::add_pressure_trigger(const std::string& cgroup, const std::string& trigger) {
+    cgroups_[cgroup].pressure_events.try_emplace(trigger, 0);
+}
+
+void metrics_registry::record(const pressure_event& ev, const std::string& trigger) {
+    expire(opts_.now());
+    auto& s = cgroups_[ev.cgroup.string()];
+    s.pressure_events[trigger] += ev.count;
+    if (ev.averages) s.averages = ev.averages;
+}
+
+void metrics_registry::render_pressure(std::string& out) const {
+    bool events = false, averages = false;
+    for (const auto& [name, s] : cgroups_) {
+        events = events || !s.pressure_events.empty();
+        averages = averages || s.averages;
+    }
+    if (events) {
+        header(out, "oomwatch_pressure_events_total", "counter",
+               "Memory pressure events per cgroup and --pressure trigger since oomwatch started (the sum of their "
+               "counts); cgroup /proc/pressure/memory is the machine.");
+        for (const auto& [name, s] : cgroups_) {
+            for (const auto& [trigger, n] : s.pressure_events) {
+                out.append("oomwatch_pressure_events_total{cgroup=\"").append(escape_label_value(name));
+                out.append("\",trigger=\"").append(escape_label_value(trigger)).append("\"} ");
+                out.append(std::to_string(n)).append("\n");
+            }
+        }
+    }
+    if (!averages) return;
+    // Each stall kind the kernel reported: `full` is absent from some pressure files.
+    const auto each_kind = [this](auto&& f) {
+        for (const auto& [name, s] : cgroups_) {
+            if (!s.averages) continue;
+            f(escape_label_value(name), "some", s.averages->some);
+            if (s.averages->full) f(escape_label_value(name), "full", *s.averages->full);
+        }
+    };
+    header(out, "oomwatch_memory_pressure_ratio", "gauge",
+           "Share of the last 10s, 60s or 300s (window) in which some or all (kind) tasks were stalled on memory "
+           "(PSI avg10, avg60, avg300 as a ratio), as of the last pressure event.");
+    each_kind([&out](const std::string& cgroup, std::string_view kind, const stall_averages& a) {
+        const std::pair<std::string_view, double> windows[] = {{"10s", a.avg10}, {"60s", a.avg60}, {"300s", a.avg300}};
+        for (const auto& [window, percent] : windows) {
+            out.append("oomwatch_memory_pressure_ratio{cgroup=\"").append(cgroup).append("\",kind=\"").append(kind);
+            out.append("\",window=\"").append(window).append("\"} ").append(format_double(percent / 100)).append("\n");
+        }
+    });
+    header(out, "oomwatch_memory_pressure_stall_seconds_total", "counter",
+           "Time some or all (kind) tasks were stalled on memory (PSI total), as of the last pressure event.");
+    each_kind([&out](const std::string& cgroup, std::string_view kind, const stall_averages& a) {
+        char buf[48];
+        std::snprintf(buf, sizeof buf, "%llu.%06llu", static_cast<unsigned long long>(a.total / 1000000),
+                      static_cast<unsigned long long>(a.total % 1000000));
+        out.append("oomwatch_memory_pressure_stall_seconds_total{cgroup=\"").append(cgroup).append("\",kind=\"");
+        out.append(kind).append("\"} ").append(buf).append("\n");
+    });
+}
+
 void metrics_registry::expire(clock::time_point now) {
     std::erase_if(cgroups_, [&](const auto& entry) {
         const auto& gone = entry.second.gone_at;
@@ -94,6 +160,7 @@ std::string metrics_registry::render() {
             out.append(std::to_string(s.counts[k])).append("\n");
         }
     }
+    render_pressure(out);
     header(out, "oomwatch_unattributed_kills_total", "counter",
            "OOM kills reported without their victim (its kernel log record lost, not read in time, or not readable).");
     out.append("oomwatch_unattributed_kills_total ").append(std::to_string(unattributed_)).append("\n");

@@ -5,6 +5,7 @@
 
 #include <oomwatch/event.hpp>
 #include <oomwatch/kernel_log.hpp>
+#include <oomwatch/pressure_event.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -47,6 +48,15 @@ public:
     /// nothing more comes for it) cgroup's series are kept for the retention, then go.
     void record(const oom_event& ev);
 
+    /// A `--pressure` trigger of `cgroup` (its SPEC's name): its event count is shown at
+    /// 0 before its first event.
+    void add_pressure_trigger(const std::string& cgroup, const std::string& trigger);
+
+    /// A pressure event as printed, of the trigger named `trigger`: counted, and the
+    /// cgroup's averages and stall totals replaced by the event's (when it has them).
+    /// The series go with the cgroup's (a `removed` of its OOM watch).
+    void record(const pressure_event& ev, const std::string& trigger);
+
     /// The whole exposition text. Drops the series whose retention has passed.
     std::string render();
 
@@ -58,7 +68,10 @@ private:
         std::uint64_t counts[event_kind_count] = {};
         bool shown[event_kind_count] = {};  // a series exists (at 0 before any event)
         std::optional<clock::time_point> gone_at;  // removed or skipped: expires after the retention
+        std::map<std::string, std::uint64_t> pressure_events;  // per --pressure trigger
+        std::optional<pressure_averages> averages;             // of the last pressure event that had them
     };
+    void render_pressure(std::string& out) const;
     void expire(clock::time_point now);
 
     options opts_;

@@ -252,8 +252,13 @@ void probe_group_kill_and_psi(report& r, const std::optional<memory_hierarchy>& 
     json::object psi{{"file", "/proc/pressure/memory"}};
     const bool psi_ok = read_trimmed("/proc/pressure/memory", &ec).has_value();
     psi["available"] = psi_ok;
-    if (!psi_ok) psi["error"] = ec.message();
-    std::string text = psi_ok ? "yes" : "no (/proc/pressure/memory: " + ec.message() + ")";
+    // psi=0 on a kernel with CONFIG_PSI: the file is there but reads fail with EOPNOTSUPP.
+    const bool psi_off = !psi_ok && ec == boost::system::errc::operation_not_supported;
+    if (!psi_ok) psi["error"] = psi_off ? "PSI disabled (psi=0)" : ec.message();
+    if (psi_off) psi["disabled"] = true;
+    std::string text = psi_ok    ? "yes"
+                       : psi_off ? "no (PSI disabled (psi=0))"
+                                 : "no (/proc/pressure/memory: " + ec.message() + ")";
     if (sample) {
         const bool cg_psi = fs::exists(*sample / "memory.pressure", ec);
         psi["cgroup_memory_pressure"] = cg_psi;
@@ -263,7 +268,7 @@ void probe_group_kill_and_psi(report& r, const std::optional<memory_hierarchy>& 
     r.obj["psi"] = std::move(psi);
     if (!psi_ok) {
         r.find(severity::info, "psi",
-               "PSI unavailable (/proc/pressure/memory: " + ec.message() +
+               "PSI unavailable (/proc/pressure/memory: " + (psi_off ? std::string("PSI disabled (psi=0)") : ec.message()) +
                    "): only informational; boot with psi=1 (CONFIG_PSI) to see memory pressure");
     }
 }

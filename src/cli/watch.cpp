@@ -1,12 +1,14 @@
 // `oomwatch watch TARGET...`: one watcher per target (with -r: one tree_watcher per
 // target, or one for the whole memory hierarchy; with --system: one system_watcher),
-// events as JSON lines.
+// events as JSON lines; with --pressure, a pressure_watcher next to each watcher (or the
+// system watch), its events as JSON lines too.
 #include "cli.hpp"
 #include "service.hpp"
 #include "state.hpp"
 
 #include <oomwatch/cgroup.hpp>
 #include <oomwatch/error.hpp>
+#include <oomwatch/pressure_watcher.hpp>
 #include <oomwatch/system_watcher.hpp>
 #include <oomwatch/tree_watcher.hpp>
 #include <oomwatch/watcher.hpp>
@@ -61,10 +63,24 @@ std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
 
 namespace {
 
+// A pressure_watcher with the names of its triggers (pressure_event::trigger indexes them).
+struct pressure_watch {
+    pressure_watcher w;
+    std::vector<std::string> triggers;
+
+    template <class Token>
+    auto async_next_event(Token&& token) {
+        return w.async_next_event(std::forward<Token>(token));
+    }
+    std::optional<cgroup_error> failure() const { return w.failure(); }
+    void close() { w.close(); }
+};
+
 struct watch_state {
     std::vector<watcher>& watchers;
     std::vector<tree_watcher>& trees;
     std::vector<system_watcher>& systems;  // one with --system, else none
+    std::vector<pressure_watch>& pressures;  // --pressure: one per watcher, or for the machine
     asio::signal_set& signals;
     service_notifier& service;
     metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed
@@ -82,6 +98,7 @@ void stop_all(watch_state& st) {
     for (auto& w : st.watchers) w.close();
     for (auto& t : st.trees) t.close();
     for (auto& s : st.systems) s.close();
+    for (auto& p : st.pressures) p.close();
     st.signals.cancel();
     if (st.exporter) st.exporter->stop();
     if (st.keeper) st.keeper->stop();
@@ -98,6 +115,7 @@ void fail(watch_state& st) {
 std::string watch_name(const watcher& w) { return w.cgroup().string(); }
 std::string watch_name(const tree_watcher& t) { return t.root().string(); }
 std::string watch_name(const system_watcher&) { return "/dev/kmsg"; }
+std::string watch_name(const pressure_watch& p) { return p.w.cgroup().string(); }
 
 // Whether `ev` ends the watch: a watcher's `removed` (always its last event); a tree's
 // root's (its descendants' do not end it; should the root's event name it differently,
@@ -107,6 +125,34 @@ bool ends_watch(const tree_watcher& t, const oom_event& ev) {
     return ev.kind == event_kind::removed && ev.cgroup == t.root();
 }
 bool ends_watch(const system_watcher&, const oom_event&) { return false; }
+bool ends_watch(const pressure_watch&, const pressure_event& ev) { return ev.kind == pressure_kind::removed; }
+
+// Whether a line was written; if not, nobody can read what we report any more (/dev/full,
+// a closed pipe with SIGPIPE ignored, ...): carrying on would only discard events.
+bool written(const boost::system::error_code& ec, watch_state& st) {
+    if (!ec) return true;
+    report_stdout_error(ec);
+    fail(st);
+    return false;
+}
+
+// Prints an event and feeds the metrics and the state; false when stdout failed.
+template <class Watch>
+bool deliver(const Watch&, const oom_event& ev, watch_state& st) {
+    if (!written(print_event(ev), st)) return false;
+    if (st.exporter) st.exporter->record(ev);
+    if (st.keeper) st.keeper->record(ev, std::is_same_v<Watch, system_watcher>);
+    return true;
+}
+
+bool deliver(const pressure_watch& p, const pressure_event& ev, watch_state& st) {
+    // `removed` is printed by the cgroup's OOM watch already: one line per removal.
+    if (ev.kind != pressure_kind::pressure) return true;
+    const std::string& trigger = p.triggers.at(ev.trigger);
+    if (!written(write_stdout(pressure_event_to_json(ev, trigger) + '\n'), st)) return false;
+    if (st.exporter) st.exporter->record(ev, trigger);
+    return true;
+}
 
 template <class Watch>
 asio::awaitable<void> pump(Watch& w, watch_state& st) {
@@ -127,16 +173,7 @@ asio::awaitable<void> pump(Watch& w, watch_state& st) {
             }
             break;
         }
-        if (auto wec = print_event(ev)) {
-            // Nobody can read what we report any more (/dev/full, a closed pipe with
-            // SIGPIPE ignored, ...): carrying on would only discard events.
-            report_stdout_error(wec);
-            fail(st);
-            break;
-        }
-        if (st.exporter) st.exporter->record(ev);
-        if (st.keeper) st.keeper->record(ev, std::is_same_v<Watch, system_watcher>);
-        if (ends_watch(w, ev)) break;
+        if (!deliver(w, ev, st) || ends_watch(w, ev)) break;
     }
     if (--st.running == 0) stop_all(st);  // every cgroup removed (or stopped)
 }
@@ -149,6 +186,46 @@ void raise_fd_limit() {
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max) return;
     rl.rlim_cur = rl.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+// The pressure watch of the cgroup `dir` of version `v` (none: the machine) with the
+// --pressure triggers; false, with the reason on stderr, when it cannot be made. The
+// kind of trigger follows the version: PSI on v2 and the machine, levels on v1.
+bool add_pressure_watch(std::vector<pressure_watch>& out, const asio::any_io_executor& ex,
+                        const std::filesystem::path& dir, std::optional<cgroup_version> v,
+                        const std::vector<pressure_spec>& specs) {
+    const bool v1 = v == cgroup_version::v1;
+    std::vector<pressure_trigger> psi;
+    std::vector<pressure_level_trigger> levels;
+    std::vector<std::string> names;
+    for (const auto& s : specs) {
+        if (s.psi() == v1) {
+            std::cerr << "oomwatch: " << dir.string() << ": "
+                      << (v1 ? "cgroup v1 has pressure levels (low, medium, critical), not PSI triggers such as '"
+                             : "cgroup v2 has PSI triggers (some:THRESHOLD/WINDOW, full:...), not pressure levels "
+                               "such as '")
+                      << s.name << "'\n";
+            return false;
+        }
+        if (v1)
+            levels.push_back(std::get<pressure_level_trigger>(s.trigger));
+        else
+            psi.push_back(std::get<pressure_trigger>(s.trigger));
+        names.push_back(s.name);
+    }
+    // The throwing forms: their errors name the file (memory.pressure, cgroup.event_control, ...).
+    try {
+        if (!v)
+            out.push_back({pressure_watcher(ex, system_pressure{}, std::move(psi)), std::move(names)});
+        else if (v1)
+            out.push_back({pressure_watcher(ex, dir, std::move(levels)), std::move(names)});
+        else
+            out.push_back({pressure_watcher(ex, dir, std::move(psi)), std::move(names)});
+    } catch (const cgroup_error& e) {
+        std::cerr << e.what() << '\n';
+        return false;
+    }
+    return true;
 }
 
 // "cgroup" or "cgroups".
@@ -166,6 +243,8 @@ int run_watch(const watch_request& req) {
     std::vector<watcher> watchers;
     std::vector<tree_watcher> trees;
     std::vector<system_watcher> systems;
+    std::vector<pressure_watch> pressures;
+    pressures.reserve(req.targets.size() + 1);
 
     tree_options topts;
     topts.kinds = req.opts.kinds;
@@ -203,6 +282,9 @@ int run_watch(const watch_request& req) {
             return exit_cannot_watch;
         }
         if (keeper) keeper->start_system(systems.back().counted_from());
+        if (!req.pressure.empty() &&
+            !add_pressure_watch(pressures, ioc.get_executor(), "/proc/pressure/memory", std::nullopt, req.pressure))
+            return exit_cannot_watch;
     }
 
     // -r without a cgroup: the whole memory hierarchy, from its mount point.
@@ -255,6 +337,11 @@ int run_watch(const watch_request& req) {
             std::cerr << "oomwatch: " << target << ": " << ec.message() << '\n';
             return exit_cannot_watch;
         }
+        // (Not with -r: main refuses it; a tree's cgroups come and go.)
+        if (!req.recursive && !req.pressure.empty() &&
+            !add_pressure_watch(pressures, ioc.get_executor(), watchers.back().cgroup(), watchers.back().version(),
+                                req.pressure))
+            return exit_cannot_watch;
     }
 
     if (keeper) {
@@ -274,7 +361,10 @@ int run_watch(const watch_request& req) {
         std::vector<std::string> dirs;
         for (const auto& w : watchers) dirs.push_back(w.cgroup().string());
         for (const auto& t : trees) dirs.push_back(t.root().string());
-        exporter = start_exporter(ioc.get_executor(), req.metrics, req.opts.kinds, dirs, [&watchers, &trees] {
+        std::vector<std::pair<std::string, std::string>> triggers;
+        for (const auto& p : pressures)
+            for (const auto& t : p.triggers) triggers.emplace_back(p.w.cgroup().string(), t);
+        exporter = start_exporter(ioc.get_executor(), req.metrics, req.opts.kinds, dirs, triggers, [&watchers, &trees] {
             std::size_t n = 0;
             for (const auto& w : watchers) n += w.is_open() ? 1 : 0;
             for (const auto& t : trees) n += t.is_open() ? t.size() : 0;
@@ -302,11 +392,16 @@ int run_watch(const watch_request& req) {
                                     : "(kernel log; this kernel's /proc/vmstat has no oom_kill: kills whose "
                                       "record was lost are not counted)\n");
         }
+        for (const auto& p : pressures) {
+            std::string triggers;
+            for (const auto& t : p.triggers) triggers += (triggers.empty() ? "" : ", ") + t;
+            std::cerr << "oomwatch: watching memory pressure on " << p.w.cgroup().string() << " (" << triggers << ")\n";
+        }
         if (exporter && exporter->url()) std::cerr << "oomwatch: serving metrics on " << *exporter->url() << '\n';
     }
 
     service.ready();  // under systemd: READY=1, and the watchdog pings start
-    watch_state st{watchers, trees, systems, signals, service, exporter.get(), keeper ? &*keeper : nullptr};
+    watch_state st{watchers, trees, systems, pressures, signals, service, exporter.get(), keeper ? &*keeper : nullptr};
     signals.async_wait([&st](const boost::system::error_code& ec, int) {
         if (!ec) stop_all(st);
     });
@@ -323,6 +418,7 @@ int run_watch(const watch_request& req) {
     start_pumps(watchers);
     start_pumps(trees);
     start_pumps(systems);
+    start_pumps(pressures);
     ioc.run();
     return st.status;
 }

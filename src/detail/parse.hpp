@@ -10,6 +10,7 @@
 
 #include <oomwatch/error.hpp>
 #include <oomwatch/event.hpp>
+#include <oomwatch/pressure_event.hpp>
 
 #include <boost/system/result.hpp>
 
@@ -79,6 +80,15 @@ struct mount_entry {
 };
 /// Errors: fewer than the required fields, no " - " separator, non-numeric IDs.
 result<std::vector<mount_entry>> parse_mountinfo(std::string_view text);
+
+/// A PSI pressure file (`memory.pressure`, `/proc/pressure/memory`): lines
+/// `some avg10=A avg60=A avg300=A total=N` and optionally `full ...` the same. The
+/// averages are non-negative decimals (digits and at most one '.'), `total` a decimal
+/// `uint64_t`; the four keys each once per line, in any order; other `key=value` fields
+/// and lines of other names are ignored (later kernels may add some). Errors
+/// (`error::malformed_counters`): no `some` line, a line given twice, a key missing or
+/// repeated, a malformed field or value.
+result<pressure_averages> parse_pressure(std::string_view text);
 
 /// True when a comma-separated option list (`super_options`) holds `opt` exactly.
 bool has_option(std::string_view options, std::string_view opt) noexcept;

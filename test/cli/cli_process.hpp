@@ -283,4 +283,20 @@ inline std::string describe(const std::optional<int>& status) {
                                                                    << "; stderr: " << (proc).err()); \
     } while (0)
 
+// Arguments, and the message (after "oomwatch: ") their usage error must print.
+using usage_case = std::pair<std::vector<std::string>, std::string>;
+
+// Each case: status 2 and its message on stderr, nothing on stdout.
+inline void check_usage_errors(const std::vector<usage_case>& cases) {
+    for (const auto& [args, message] : cases) {
+        BOOST_TEST_CONTEXT(args[1] << " " << args[2]) {
+            cli_process p(args);
+            const auto st = p.wait_exit(10s);
+            BOOST_TEST(exited_with(st, exit_usage), describe(st) << "; stderr: " << p.err());
+            BOOST_TEST(p.err().find("oomwatch: " + message) != std::string::npos, p.err());
+            BOOST_TEST(p.out().empty());
+        }
+    }
+}
+
 } // namespace oomwatch::test::cli

@@ -249,7 +249,7 @@ std::optional<std::string> prometheus_value(std::uint16_t port, const std::strin
 
 // Bad usage of the metrics options: status 2 and the reason, before anything is watched.
 BOOST_AUTO_TEST_CASE(metrics_options_usage_errors) {
-    const std::pair<std::vector<std::string>, std::string> cases[] = {
+    const std::vector<usage_case> cases = {
         {{"watch", "--metrics", "localhost:9101", "/tmp"}, "--metrics needs ADDR:PORT"},
         {{"watch", "--metrics=127.0.0.1", "/tmp"}, "--metrics needs ADDR:PORT"},
         {{"watch", "--metrics", "::1:9101", "/tmp"}, "--metrics needs ADDR:PORT"},
@@ -259,15 +259,7 @@ BOOST_AUTO_TEST_CASE(metrics_options_usage_errors) {
         {{"watch", "--metrics-retention=1h", "/tmp"}, "--metrics-retention needs --metrics or --textfile"},
         {{"--metrics", "127.0.0.1:0", "demo"}, "--metrics and --textfile are options of watch"},
     };
-    for (const auto& [args, message] : cases) {
-        BOOST_TEST_CONTEXT(args[1] << " " << args[2]) {
-            cli_process p(args);
-            const auto st = p.wait_exit(10s);
-            BOOST_TEST(exited_with(st, exit_usage), describe(st) << "; stderr: " << p.err());
-            BOOST_TEST(p.err().find("oomwatch: " + message) != std::string::npos, p.err());
-            BOOST_TEST(p.out().empty());
-        }
-    }
+    check_usage_errors(cases);
 }
 
 BOOST_AUTO_TEST_SUITE(cli_metrics_kernel, *boost::unit_test::precondition(kernel_precondition{}))

@@ -169,3 +169,48 @@ BOOST_FIXTURE_TEST_CASE(victims_per_cause_and_the_kernel_log_are_counted, fake_c
     BOOST_TEST(has(text, "\noomwatch_kernel_log_foreign_records_total 2\n"));
     BOOST_TEST(has(text, "# TYPE oomwatch_kernel_log_records_lost_total counter\n"));
 }
+
+// --pressure: event counts per trigger from 0, the averages as ratios per window and
+// the stall totals in seconds, both as of the last event that had them; the series go
+// with the cgroup's.
+BOOST_FIXTURE_TEST_CASE(pressure_events_averages_and_stall_totals, fake_clock_registry) {
+    BOOST_TEST(!has(reg.render(), "pressure"));  // no --pressure: no such families at all
+    reg.add_pressure_trigger("/cg/a", "some 150ms/2s");
+    reg.add_pressure_trigger("/proc/pressure/memory", "full 1s/2s");
+    auto text = reg.render();
+    BOOST_TEST(has(text, "# TYPE oomwatch_pressure_events_total counter\n"));
+    BOOST_TEST(has(text, "\noomwatch_pressure_events_total{cgroup=\"/cg/a\",trigger=\"some 150ms/2s\"} 0\n"), text);
+    BOOST_TEST(!has(text, "oomwatch_memory_pressure_ratio"));  // nothing read yet
+    BOOST_TEST(!has(text, "cgroup=\"/proc/pressure/memory\",kind="));  // the machine has no OOM series here
+
+    pressure_event ev;
+    ev.cgroup = "/cg/a";
+    ev.count = 2;
+    ev.averages = pressure_averages{{12.5, 3.25, 0.5, 1'234'567}, stall_averages{1.0, 0, 0, 42}};
+    reg.record(ev, "some 150ms/2s");
+    ev.count = 1;
+    ev.averages->some.avg10 = 50;
+    reg.record(ev, "some 150ms/2s");
+    pressure_event v1;  // cgroup v1: a level, no averages
+    v1.cgroup = "/cg/v1";
+    reg.record(v1, "medium,local");
+    text = reg.render();
+    BOOST_TEST(has(text, "\noomwatch_pressure_events_total{cgroup=\"/cg/a\",trigger=\"some 150ms/2s\"} 3\n"), text);
+    BOOST_TEST(has(text, "\noomwatch_pressure_events_total{cgroup=\"/cg/v1\",trigger=\"medium,local\"} 1\n"), text);
+    BOOST_TEST(has(text, "# TYPE oomwatch_memory_pressure_ratio gauge\n"));
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_ratio{cgroup=\"/cg/a\",kind=\"some\",window=\"10s\"} 0.5\n"), text);
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_ratio{cgroup=\"/cg/a\",kind=\"some\",window=\"60s\"} 0.0325\n"));
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_ratio{cgroup=\"/cg/a\",kind=\"some\",window=\"300s\"} 0.005\n"));
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_ratio{cgroup=\"/cg/a\",kind=\"full\",window=\"10s\"} 0.01\n"));
+    BOOST_TEST(has(text, "# TYPE oomwatch_memory_pressure_stall_seconds_total counter\n"));
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_stall_seconds_total{cgroup=\"/cg/a\",kind=\"some\"} 1.234567\n"));
+    BOOST_TEST(has(text, "\noomwatch_memory_pressure_stall_seconds_total{cgroup=\"/cg/a\",kind=\"full\"} 0.000042\n"));
+    BOOST_TEST(!has(text, "cgroup=\"/cg/v1\",kind="));  // v1: no averages
+
+    // The cgroup's removal (its OOM watch) takes its pressure series with it.
+    reg.record(event("/cg/a", event_kind::removed, 1));
+    now += 10min;
+    text = reg.render();
+    BOOST_TEST(!has(text, "cgroup=\"/cg/a\""), text);
+    BOOST_TEST(has(text, "cgroup=\"/proc/pressure/memory\",trigger=\"full 1s/2s\"} 0\n"));
+}

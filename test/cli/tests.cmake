@@ -11,6 +11,7 @@ if(OOMWATCH_BUILD_TOOLS AND TARGET oomwatch_cli)
   find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS json log_setup)
   add_executable(oomwatch_cli_tests ${CMAKE_CURRENT_LIST_DIR}/cli_test.cpp ${CMAKE_CURRENT_LIST_DIR}/output_test.cpp
                                     ${CMAKE_CURRENT_LIST_DIR}/metrics_cli_test.cpp ${CMAKE_CURRENT_LIST_DIR}/status_cli_test.cpp
+                                    ${CMAKE_CURRENT_LIST_DIR}/pressure_cli_test.cpp
                                     ${PROJECT_SOURCE_DIR}/src/cli/output.cpp)
   target_include_directories(oomwatch_cli_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR} ${PROJECT_SOURCE_DIR}/src/cli)
   target_link_libraries(oomwatch_cli_tests PRIVATE oomwatch_test_support Boost::json Boost::log_setup oomwatch_warnings)

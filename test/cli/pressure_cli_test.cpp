@@ -1,0 +1,303 @@
+// `oomwatch watch --pressure SPEC`: bad SPECs are bad usage; on a real kernel, a cgroup
+// (v1 levels, v2 PSI) and the machine (--system) under a reclaim load print pressure
+// lines that parse, and --textfile has their series. Part of oomwatch_cli_tests
+// (cli_test.cpp has the module).
+//
+// Every wait is bounded; the load is a child killed and reaped by its destructor (and
+// ends by itself after 60 s), the scratch cgroups and files are removed by theirs.
+#include "cli_process.hpp"
+#include "test_support.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace oomwatch;
+using namespace oomwatch::test;
+using namespace oomwatch::test::cli;
+using namespace std::chrono_literals;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A child in `cg` stalling on memory until destroyed. v1: it re-reads a file thrice the
+// cgroup's 32 MiB limit from disk (page cache reclaim and refaults: pressure without an
+// OOM). v2: memory.high far below the memory it touches over and over, which the
+// kernel throttles as a memory stall (works without a disk, as in the VM).
+class stall_load {
+public:
+    stall_load(const fs::path& cg, bool v1) {
+        if (v1) {
+            file_ = fs::path("/var/tmp") / ("oomwatch-cli-psi-" + std::to_string(::getpid()));
+            std::ofstream out(file_, std::ios::binary);
+            const std::string mb(1u << 20, 'x');
+            for (int i = 0; i < 96; ++i) out << mb;
+            out.close();
+            // Out of the page cache: the child's reads are then charged to its cgroup.
+            const int fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
+            BOOST_TEST_REQUIRE(fd >= 0);
+            ::fdatasync(fd);
+            ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            ::close(fd);
+        } else {
+            std::ofstream(cg / "memory.high") << (8u << 20) << std::flush;
+        }
+        pid_ = ::fork();
+        BOOST_TEST_REQUIRE(pid_ >= 0);
+        if (pid_ == 0) run(cg);
+    }
+    ~stall_load() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            int status = 0;
+            ::waitpid(pid_, &status, 0);
+        }
+        std::error_code ec;
+        if (!file_.empty()) fs::remove(file_, ec);
+    }
+    stall_load(const stall_load&) = delete;
+    stall_load& operator=(const stall_load&) = delete;
+
+private:
+    [[noreturn]] void run(const fs::path& cg) {
+        std::ofstream(cg / "cgroup.procs") << ::getpid() << std::flush;
+        ::alarm(60);  // should the test die without killing it
+        if (file_.empty()) {
+            std::vector<char> anon(32u << 20);
+            for (char k = 1;; ++k)
+                for (std::size_t i = 0; i < anon.size(); i += 4096) anon[i] = k;
+        }
+        static char buf[1 << 16];
+        for (;;) {
+            const int f = ::open(file_.c_str(), O_RDONLY);
+            if (f < 0) ::_exit(3);
+            while (::read(f, buf, sizeof buf) > 0) {}
+            ::close(f);
+        }
+    }
+
+    fs::path file_;
+    pid_t pid_ = -1;
+};
+
+// The first complete pressure line of stdout, parsed; checks the keys every such line has.
+boost::json::object first_pressure_line(const std::string& out) {
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("\"kind\":\"pressure\"") == std::string::npos) continue;
+        boost::system::error_code ec;
+        auto v = boost::json::parse(line, ec);
+        BOOST_TEST_REQUIRE(!ec, "not JSON: " << line);
+        BOOST_TEST_REQUIRE(v.is_object());
+        const auto& o = v.as_object();
+        for (const char* key : {"cgroup", "trigger", "time"}) BOOST_TEST_REQUIRE(o.at(key).is_string(), key);
+        BOOST_TEST(o.at("count").to_number<std::uint64_t>() >= 1u);
+        return o;
+    }
+    BOOST_TEST_REQUIRE(false, "no pressure line: " << out);
+    return {};
+}
+
+// The averages of a pressure line: both stall kinds, with their four keys.
+void check_averages(const boost::json::object& line) {
+    const auto& a = line.at("averages").as_object();
+    for (const char* kind : {"some", "full"}) {
+        BOOST_TEST_CONTEXT(kind) {
+            const auto& k = a.at(kind).as_object();
+            for (const char* key : {"avg10", "avg60", "avg300"}) BOOST_TEST(k.at(key).to_number<double>() >= 0.0);
+            (void)k.at("total").to_number<std::uint64_t>();
+        }
+    }
+    BOOST_TEST(a.at("some").at("total").to_number<std::uint64_t>() > 0u);
+}
+
+std::string read_text(const fs::path& p) {
+    std::ifstream in(p);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// `oomwatch -v watch --textfile FILE ARGS...` under `load`, until a pressure line (30 s
+// at most: the kernel reports reclaim at its own pace).
+struct pressure_run {
+    pressure_run(std::vector<std::string> args, const fs::path& prom) : p(with(std::move(args), prom)), prom_(prom) {
+        const bool armed = p.run_until(
+            [&] { return p.err().find("oomwatch: watching memory pressure on ") != std::string::npos || p.status(); },
+            10s);
+        BOOST_TEST_REQUIRE((armed && !p.status()), "not armed within 10 s: " << describe(p.status()) << "; stderr: "
+                                                                               << p.err());
+    }
+    static std::vector<std::string> with(std::vector<std::string> args, const fs::path& prom) {
+        args.insert(args.begin(), {"-v", "watch", "--textfile", prom.string()});
+        return args;
+    }
+    boost::json::object require_pressure_line() {
+        const auto seen = [&] { return p.out().find("\"kind\":\"pressure\"") != std::string::npos; };
+        BOOST_TEST_REQUIRE(p.run_until([&] { return (seen() && p.out().ends_with("\n")) || p.status(); }, 30s),
+                           "no pressure line within 30 s; stdout: " << p.out() << "; stderr: " << p.err());
+        BOOST_TEST_REQUIRE(!p.status(), "oomwatch ended: " << describe(p.status()) << "; stderr: " << p.err());
+        return first_pressure_line(p.out());
+    }
+    // Waits (bounded: the text file is written at most once a second) for `series` in it.
+    std::string require_in_textfile(const std::string& series) {
+        const bool there =
+            p.run_until([&] { return read_text(prom_).find("\n" + series + " ") != std::string::npos; }, 5s);
+        const auto text = read_text(prom_);
+        BOOST_TEST(there, series << " not in " << text);
+        return text;
+    }
+
+    cli_process p;
+    fs::path prom_;
+};
+
+std::string temp_prom(std::string_view name) {
+    return (fs::temp_directory_path() / (std::string(name) + "-" + std::to_string(::getpid()) + ".prom")).string();
+}
+
+// Removes the text file (and its temporary) at the end of the test, whatever happened.
+struct file_guard {
+    fs::path path;
+    ~file_guard() {
+        std::error_code ec;
+        fs::remove(path, ec);
+        fs::remove(path.string() + ".tmp", ec);
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(cli_pressure_usage)
+
+// Bad SPECs, and --pressure where it does not apply: status 2 and the reason, before
+// anything is watched.
+BOOST_AUTO_TEST_CASE(bad_pressure_specs_are_bad_usage) {
+    const std::vector<usage_case> cases = {
+        {{"watch", "/tmp", "--pressure"}, "--pressure needs a value"},
+        {{"watch", "--pressure", "some", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure", "some:150ms", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure", "some:150/2s", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure", "half:150ms/2s", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure=full:-1ms/2s", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure", "some:3s/2s", "/tmp"}, "--pressure 'some:3s/2s': the window must be"},
+        {{"watch", "--pressure", "some:100ms/20s", "/tmp"}, "--pressure 'some:100ms/20s': the window must be"},
+        {{"watch", "--pressure", "some:0ms/2s", "/tmp"}, "--pressure 'some:0ms/2s': the window must be"},
+        {{"watch", "--pressure", "high", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--pressure", "medium,global", "/tmp"}, "--pressure needs some:THRESHOLD/WINDOW"},
+        {{"watch", "--system", "--pressure", "medium"}, "watch --system takes PSI triggers"},
+        {{"watch", "-r", "--pressure", "medium", "/tmp"}, "--pressure does not apply to watch -r"},
+        {{"status", "--pressure", "medium", "/tmp"}, "--pressure is an option of watch"},
+        {{"demo", "--pressure", "medium"}, "--pressure is an option of watch"},
+    };
+    check_usage_errors(cases);
+}
+
+BOOST_AUTO_TEST_CASE(help_documents_pressure) {
+    cli_process p({"--help"});
+    BOOST_TEST_REQUIRE(exited_with(p.wait_exit(10s), exit_ok));
+    for (const char* text : {"--pressure SPEC", "some:THRESHOLD/WINDOW", "low|medium|critical[,hierarchy|local]",
+                             "oomwatch_pressure_events_total{cgroup,trigger}",
+                             "oomwatch_memory_pressure_ratio{cgroup,kind,window}",
+                             "oomwatch_memory_pressure_stall_seconds_total{cgroup,kind}"})
+        BOOST_TEST(p.out().find(text) != std::string::npos, text);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(cli_pressure_kernel, *boost::unit_test::precondition(kernel_precondition{}))
+
+// A SPEC of the other cgroup version: exit 3 naming the cgroup, nothing printed.
+BOOST_FIXTURE_TEST_CASE(a_spec_of_the_other_version_exits_3_naming_the_cgroup, scratch_oom) {
+    cli_process p({"watch", "--pressure", v1() ? "some:200ms/2s" : "medium", cg->path().string()});
+    CHECK_EXIT(p, exit_cannot_watch, 10s);
+    BOOST_TEST(p.err().find("oomwatch: " + cg->path().string() + ": cgroup v" + (v1() ? "1" : "2")) !=
+                   std::string::npos,
+               p.err());
+    BOOST_TEST(p.out().empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(a_cgroup_under_reclaim_prints_pressure_lines, scratch_oom) {
+    if (v1() && std::getenv("OOMWATCH_IN_VM")) {
+        BOOST_TEST_MESSAGE("v1 in the VM: no reclaimable page cache (an initramfs), tested on the host");
+        return;
+    }
+    file_guard prom{temp_prom("oomwatch-psi-cg")};
+    // v1: `low` in the default mode fires at any reclaim; `medium,local` shows a mode's name.
+    std::vector<std::string> args = v1() ? std::vector<std::string>{"--pressure", "low", "--pressure", "medium,local"}
+                                         : std::vector<std::string>{"--pressure", "some:10ms/2s"};
+    args.push_back(cg->path().string());
+    pressure_run r(args, prom.path);
+    const std::vector<std::string> triggers = v1() ? std::vector<std::string>{"low", "medium,local"}
+                                                   : std::vector<std::string>{"some 10ms/2s"};
+    // Before any event the counts are there from 0.
+    r.require_in_textfile("oomwatch_pressure_events_total{cgroup=\"" + cg->path().string() + "\",trigger=\"" +
+                          triggers.front() + "\"}");
+    boost::json::object line;
+    {
+        stall_load load(cg->path(), v1());
+        line = r.require_pressure_line();
+    }
+    BOOST_TEST(std::string(line.at("cgroup").as_string()) == cg->path().string());
+    const std::string trigger(line.at("trigger").as_string());
+    BOOST_TEST((std::find(triggers.begin(), triggers.end(), trigger) != triggers.end()), trigger);
+    if (v1()) {
+        BOOST_TEST(!line.contains("averages"));  // the kernel keeps none on v1
+        BOOST_TEST(line.size() == 5u);
+    } else {
+        check_averages(line);
+        r.require_in_textfile("oomwatch_memory_pressure_ratio{cgroup=\"" + cg->path().string() +
+                              "\",kind=\"some\",window=\"10s\"}");
+    }
+    // The OOM watch is unchanged: the removal is one removed line, and the end.
+    BOOST_TEST_REQUIRE(!cg->remove());
+    CHECK_EXIT(r.p, exit_ok, 10s);
+    std::size_t removed = 0;
+    for (auto pos = r.p.out().find("\"kind\":\"removed\""); pos != std::string::npos;
+         pos = r.p.out().find("\"kind\":\"removed\"", pos + 1))
+        ++removed;
+    BOOST_TEST(removed == 1u, r.p.out());
+}
+
+BOOST_FIXTURE_TEST_CASE(the_machine_under_reclaim_prints_pressure_lines_with_averages, scratch_oom) {
+    if (v1() && std::getenv("OOMWATCH_IN_VM")) {
+        BOOST_TEST_MESSAGE("v1 in the VM: no reclaimable page cache (an initramfs), tested on the host");
+        return;
+    }
+    file_guard prom{temp_prom("oomwatch-psi-sys")};
+    // A 2 s window: allowed without CAP_SYS_RESOURCE (containers) on every kernel.
+    pressure_run r({"--system", "--pressure", "some:10ms/2s"}, prom.path);
+    boost::json::object line;
+    {
+        stall_load load(cg->path(), v1());
+        line = r.require_pressure_line();
+    }
+    BOOST_TEST(std::string(line.at("cgroup").as_string()) == "/proc/pressure/memory");
+    BOOST_TEST(std::string(line.at("trigger").as_string()) == "some 10ms/2s");
+    check_averages(line);
+    const auto text = r.require_in_textfile(
+        "oomwatch_memory_pressure_stall_seconds_total{cgroup=\"/proc/pressure/memory\",kind=\"full\"}");
+    for (const char* series :
+         {"oomwatch_pressure_events_total{cgroup=\"/proc/pressure/memory\",trigger=\"some 10ms/2s\"}",
+          "oomwatch_memory_pressure_ratio{cgroup=\"/proc/pressure/memory\",kind=\"some\",window=\"300s\"}",
+          "oomwatch_memory_pressure_ratio{cgroup=\"/proc/pressure/memory\",kind=\"full\",window=\"60s\"}"})
+        BOOST_TEST(text.find("\n" + std::string(series) + " ") != std::string::npos, series << " in " << text);
+    r.p.send(SIGTERM);
+    CHECK_EXIT(r.p, exit_ok, 10s);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
