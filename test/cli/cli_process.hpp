@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -93,13 +95,37 @@ struct spawn_options {
     const char* program = OOMWATCH_CLI_PATH;  // another program (prometheus, promtool) for the metrics tests
 };
 
+// A copy of `program` that uid 65534 can run: the build tree may sit in a 0700 directory
+// it cannot enter (CI's clone is in `mktemp -d`). One per test process, in a fresh 0755
+// directory under /tmp, removed at exit.
+inline std::string runnable_by_nobody(const std::string& program) {
+    struct copy_dir {
+        std::filesystem::path dir;
+        ~copy_dir() {
+            std::error_code ec;
+            if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+        }
+    };
+    static copy_dir copies;
+    if (copies.dir.empty()) {
+        char tmpl[] = "/tmp/oomwatch-cli-nobody.XXXXXX";
+        if (!::mkdtemp(tmpl)) throw_errno("mkdtemp");
+        copies.dir = tmpl;
+        if (::chmod(tmpl, 0755) != 0) throw_errno("chmod");
+    }
+    const auto copy = copies.dir / std::filesystem::path(program).filename();
+    std::filesystem::copy_file(program, copy, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::permissions(copy, std::filesystem::perms(0755));
+    return copy.string();
+}
+
 // The oomwatch program running as a child, with its stdout and stderr collected.
 // The destructor kills (SIGKILL) and reaps it if it is still running.
 class cli_process {
 public:
     cli_process(const std::vector<std::string>& args, spawn_options opt = {}) {
         std::vector<std::string> argv_storage;
-        argv_storage.emplace_back(opt.program);
+        argv_storage.emplace_back(opt.as_nobody ? runnable_by_nobody(opt.program) : std::string(opt.program));
         argv_storage.insert(argv_storage.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : argv_storage) argv.push_back(a.data());
