@@ -100,6 +100,9 @@ BOOST_FIXTURE_TEST_CASE(a_resumed_watch_reports_exactly_the_kills_while_nobody_w
         BOOST_TEST_REQUIRE(run_until(ctx, [&] { return log.t[event_kind::oom_kill] >= 1; }));
         for (const auto& ev : log.events)
             if (ev.kind == event_kind::oom_kill) saved = ev.counters;
+        // The pending wait completes (aborted) after close: while `log` is still there.
+        w.close();
+        run_ready(ctx);
     }
     BOOST_TEST_REQUIRE(saved.oom_kill == 1u);
     oom_kill_one();
