@@ -6,6 +6,7 @@
 // Every wait is bounded; the load is a child killed and reaped by its destructor (and
 // ends by itself after 60 s), the scratch cgroups and files are removed by theirs.
 #include "cli_process.hpp"
+#include "pressure_load.hpp"
 #include "test_support.hpp"
 
 #include <boost/json/parse.hpp>
@@ -33,66 +34,6 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A child in `cg` stalling on memory until destroyed. v1: it re-reads a file thrice the
-// cgroup's 32 MiB limit from disk (page cache reclaim and refaults: pressure without an
-// OOM). v2: memory.high far below the memory it touches over and over, which the
-// kernel throttles as a memory stall (works without a disk, as in the VM).
-class stall_load {
-public:
-    stall_load(const fs::path& cg, bool v1) {
-        if (v1) {
-            file_ = fs::path("/var/tmp") / ("oomwatch-cli-psi-" + std::to_string(::getpid()));
-            std::ofstream out(file_, std::ios::binary);
-            const std::string mb(1u << 20, 'x');
-            for (int i = 0; i < 96; ++i) out << mb;
-            out.close();
-            // Out of the page cache: the child's reads are then charged to its cgroup.
-            const int fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
-            BOOST_TEST_REQUIRE(fd >= 0);
-            ::fdatasync(fd);
-            ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            ::close(fd);
-        } else {
-            std::ofstream(cg / "memory.high") << (8u << 20) << std::flush;
-        }
-        pid_ = ::fork();
-        BOOST_TEST_REQUIRE(pid_ >= 0);
-        if (pid_ == 0) run(cg);
-    }
-    ~stall_load() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-        }
-        std::error_code ec;
-        if (!file_.empty()) fs::remove(file_, ec);
-    }
-    stall_load(const stall_load&) = delete;
-    stall_load& operator=(const stall_load&) = delete;
-
-private:
-    [[noreturn]] void run(const fs::path& cg) {
-        std::ofstream(cg / "cgroup.procs") << ::getpid() << std::flush;
-        ::alarm(60);  // should the test die without killing it
-        if (file_.empty()) {
-            std::vector<char> anon(32u << 20);
-            for (char k = 1;; ++k)
-                for (std::size_t i = 0; i < anon.size(); i += 4096) anon[i] = k;
-        }
-        static char buf[1 << 16];
-        for (;;) {
-            const int f = ::open(file_.c_str(), O_RDONLY);
-            if (f < 0) ::_exit(3);
-            while (::read(f, buf, sizeof buf) > 0) {}
-            ::close(f);
-        }
-    }
-
-    fs::path file_;
-    pid_t pid_ = -1;
-};
 
 // The first complete pressure line of stdout, parsed; checks the keys every such line has.
 boost::json::object first_pressure_line(const std::string& out) {
@@ -249,7 +190,7 @@ BOOST_FIXTURE_TEST_CASE(a_cgroup_under_reclaim_prints_pressure_lines, scratch_oo
                           triggers.front() + "\"}");
     boost::json::object line;
     {
-        stall_load load(cg->path(), v1());
+        reclaim_load load(cg->path(), v1());
         line = r.require_pressure_line();
     }
     BOOST_TEST(std::string(line.at("cgroup").as_string()) == cg->path().string());
@@ -283,7 +224,7 @@ BOOST_FIXTURE_TEST_CASE(the_machine_under_reclaim_prints_pressure_lines_with_ave
     pressure_run r({"--system", "--pressure", "some:10ms/2s"}, prom.path);
     boost::json::object line;
     {
-        stall_load load(cg->path(), v1());
+        reclaim_load load(cg->path(), v1());
         line = r.require_pressure_line();
     }
     BOOST_TEST(std::string(line.at("cgroup").as_string()) == "/proc/pressure/memory");

@@ -2,6 +2,7 @@
 // triggers on a cgroup v2 in the VM, the system-wide trigger on both. The load is a child
 // in a small cgroup re-reading a file larger than the limit (page cache reclaim and
 // refaults: memory stalls without an OOM); it is killed at the end of each test.
+#include "pressure_load.hpp"
 #include "test_support.hpp"
 
 #include "scratch/scratch_cgroup.hpp"
@@ -33,75 +34,6 @@ using namespace oomwatch::test;
 namespace {
 
 constexpr std::uint64_t load_limit = 32u << 20;
-constexpr std::size_t load_file_size = 96u << 20;
-
-// A child in `cg` stalling on memory until killed (or 30 s, a bound should the test die
-// without killing it); killed and reaped on destruction. v1 (the host, on disk): it
-// re-reads a file thrice the cgroup's limit (page cache reclaim, refaults). v2 (the VM,
-// whose root is an initramfs: no reclaimable page cache): memory.high far below what it
-// touches over and over, which the kernel throttles as a memory stall.
-class reclaim_load {
-public:
-    reclaim_load(const fs::path& cg, bool v1) : file_(fs::path("/var/tmp") / ("oomwatch-psi-" + std::to_string(::getpid()))) {
-        if (!v1) {
-            // No memory.max: over memory.high the load is throttled, never killed.
-            std::ofstream(cg / "memory.max") << "max" << std::flush;
-            std::ofstream high(cg / "memory.high");
-            high << (8u << 20) << std::flush;
-            BOOST_TEST_REQUIRE(high.good(), "cannot set memory.high in " << cg);
-            file_.clear();
-        }
-        if (v1) {
-            std::ofstream out(file_, std::ios::binary);
-            std::string mb(1u << 20, 'x');
-            for (std::size_t i = 0; i < load_file_size; i += mb.size()) out << mb;
-        }
-        // Out of the page cache, so that the child's reads are charged to its cgroup.
-        if (v1) {
-            int fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
-            BOOST_TEST_REQUIRE(fd >= 0);
-            ::fdatasync(fd);
-            ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-            ::close(fd);
-        }
-        pid_ = ::fork();
-        BOOST_TEST_REQUIRE(pid_ >= 0);
-        if (pid_ == 0) {
-            std::ofstream procs(cg / "cgroup.procs");
-            procs << ::getpid() << std::flush;
-            if (!procs) ::_exit(2);
-            ::alarm(30);
-            if (file_.empty()) {
-                std::vector<char> anon(32u << 20);
-                for (char k = 1;; ++k)
-                    for (std::size_t i = 0; i < anon.size(); i += 4096) anon[i] = k;
-            }
-            static char buf[1 << 16];
-            for (;;) {
-                int f = ::open(file_.c_str(), O_RDONLY);
-                if (f < 0) ::_exit(3);
-                while (::read(f, buf, sizeof buf) > 0) {}
-                ::close(f);
-            }
-        }
-    }
-    ~reclaim_load() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-        }
-        std::error_code ec;
-        if (!file_.empty()) fs::remove(file_, ec);
-    }
-    reclaim_load(const reclaim_load&) = delete;
-    reclaim_load& operator=(const reclaim_load&) = delete;
-
-private:
-    fs::path file_;
-    pid_t pid_ = -1;
-};
-
 // Waits (bounded) for the next event of `pw`.
 std::optional<pressure_event> next(asio::io_context& ctx, pressure_watcher& pw, error_code& ec,
                                    std::chrono::milliseconds timeout = 20s) {
