@@ -3,6 +3,8 @@
 // child still running at the end of a test is killed and reaped by the destructor.
 #pragma once
 
+#include "fault_support.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <fcntl.h>
@@ -47,29 +49,7 @@ inline constexpr int exit_cannot_watch = 3;
 [[noreturn]] inline void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
 // A descriptor, closed by the destructor.
-class fd_guard {
-public:
-    fd_guard() = default;
-    explicit fd_guard(int fd) : fd_(fd) {}
-    fd_guard(fd_guard&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    fd_guard& operator=(fd_guard&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    ~fd_guard() { reset(); }
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-private:
-    int fd_ = -1;
-};
+using fd_guard = owned_fd;
 
 struct pipe_pair {
     fd_guard read, write;
