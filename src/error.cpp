@@ -38,7 +38,7 @@ public:
             return "The kernel refused the pressure trigger: without CAP_SYS_RESOURCE, Linux 6.4+ allows only windows "
                    "that are a multiple of 2 s";
         case error::psi_disabled:
-            return "PSI is disabled (the kernel was booted with psi=0): pressure files are not supported";
+            return "PSI is disabled or not built in (psi=0 on the kernel command line, CONFIG_PSI_DEFAULT_DISABLED without psi=1, or no CONFIG_PSI): no memory pressure to watch";
         case error::pressure_trigger_mismatch:
             return "PSI triggers need cgroup v2 or the system-wide file; cgroup v1 has pressure levels "
                    "(pressure_level_trigger)";

@@ -27,9 +27,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <fcntl.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -97,6 +99,23 @@ error_code psi_error(error_code ec, bool writing) {
     return ec;
 }
 
+const char system_file[] = "/proc/pressure/memory";
+
+// A recent kernel with PSI off (psi=0, or CONFIG_PSI_DEFAULT_DISABLED without psi=1)
+// has no pressure files at all: no /proc/pressure, no memory.pressure in a cgroup that
+// exists (Debian's 6.1 booted with psi=0: the v1 VM test); older ones fail with
+// EOPNOTSUPP. The file missing while its directory is there is PSI off, not a missing
+// cgroup.
+error_code psi_missing(error_code ec, const std::string& file) {
+    if (ec != boost::system::errc::no_such_file_or_directory) return ec;
+    // The system file's directory goes too: then /proc itself must be there.
+    const auto slash = file.rfind('/');
+    const std::string dir = file == system_file ? "/proc/self" : file.substr(0, slash == std::string::npos ? 0 : slash);
+    struct stat st{};
+    if (dir.empty() || ::stat(dir.c_str(), &st) != 0) return ec;
+    return error::psi_disabled;
+}
+
 // What both kinds of source share: one descriptor, the lock their handlers take, and
 // the flag that makes a handler run after stop() a no-op.
 class descriptor_source : public pressure_state::source {
@@ -140,7 +159,7 @@ public:
 
     error_code start(const pressure_trigger& t) {
         unique_fd fd(::open(file_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
-        if (!fd) return psi_error(last_errno(), false);
+        if (!fd) return psi_missing(psi_error(last_errno(), false), file_);
         const std::string text = trigger_text(t);
         ssize_t w;
         do w = ::write(fd.get(), text.data(), text.size());
@@ -288,12 +307,26 @@ private:
 };
 
 const std::filesystem::path empty_path;
-const char system_file[] = "/proc/pressure/memory";
 
 result<cgroup_location> locate(const std::filesystem::path& cgroup) {
     std::error_code ec;
     auto real = std::filesystem::canonical(cgroup, ec);
     return resolve_cgroup(ec ? cgroup.lexically_normal() : real);
+}
+
+// PSI needs no memory controller: every v2 cgroup but the root has memory.pressure (a
+// hybrid machine's /sys/fs/cgroup/unified, a subtree without +memory). Such a
+// directory on a cgroup2 mount is a cgroup for PSI triggers.
+result<cgroup_location> locate_for_psi(const std::filesystem::path& cgroup) {
+    auto loc = locate(cgroup);
+    if (loc || loc.error() != error::no_memory_controller) return loc;
+    std::error_code ec;
+    auto real = std::filesystem::canonical(cgroup, ec);
+    struct statfs fs{};
+    if (ec || ::statfs(real.c_str(), &fs) != 0 || fs.f_type != CGROUP2_SUPER_MAGIC ||
+        !std::filesystem::exists(real / "cgroup.type", ec))
+        return loc;
+    return cgroup_location{real, cgroup_version::v2};
 }
 
 } // namespace
@@ -308,7 +341,7 @@ void pressure_watcher::open_psi(const std::filesystem::path& cgroup, bool system
     std::string dir;
     std::string file = detail::system_file;
     if (!system) {
-        auto loc = detail::locate(cgroup);
+        auto loc = detail::locate_for_psi(cgroup);
         if (!loc) throw cgroup_error(loc.error(), cgroup);
         if (loc->version != cgroup_version::v2) throw cgroup_error(error::pressure_trigger_mismatch, loc->directory);
         name = loc->directory;

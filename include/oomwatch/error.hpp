@@ -44,8 +44,10 @@ enum class error {
     /// The kernel refused a PSI trigger that oomwatch's own checks accept: without
     /// `CAP_SYS_RESOURCE`, Linux 6.4+ allows only windows that are a multiple of 2 s. `cgroup_error::path()` names the pressure file.
     pressure_trigger_refused,
-    /// PSI is compiled in but disabled (booted with `psi=0`): pressure files fail with
-    /// `EOPNOTSUPP`.
+    /// PSI is off: booted with `psi=0` (or `CONFIG_PSI_DEFAULT_DISABLED` without
+    /// `psi=1`), or not built in. Older kernels fail reads with `EOPNOTSUPP`; recent
+    /// ones (6.1) have no pressure files (no `/proc/pressure`, no `memory.pressure` in an
+    /// existing cgroup). `cgroup_error::path()` names the file.
     psi_disabled,
     /// The trigger does not fit the cgroup: PSI triggers need cgroup v2 (or
     /// `system_pressure`), v1 pressure levels need cgroup v1.

@@ -52,11 +52,14 @@ public:
     using executor_type = boost::asio::any_io_executor;
 
     /// PSI triggers on the cgroup v2 `cgroup` (an absolute directory or a path in the
-    /// memory hierarchy): one per trigger, `pressure_event::trigger` their index.
+    /// memory hierarchy): one per trigger, `pressure_event::trigger` their index. PSI
+    /// needs no memory controller: any v2 cgroup but the root will do (a hybrid
+    /// machine's `/sys/fs/cgroup/unified/...` too).
     ///
     /// Errors: throws `cgroup_error` naming the path: `error::invalid_pressure_trigger`
     /// (none given, or one breaks the kernel's rules), `error::pressure_trigger_refused`,
-    /// `error::psi_disabled`, `error::pressure_trigger_mismatch` (a v1 cgroup), the errors
+    /// `error::psi_disabled` (PSI off: the pressure file is missing or unsupported),
+    /// `error::pressure_trigger_mismatch` (a v1 cgroup), the errors
     /// of `watcher`'s constructor, errno values.
     pressure_watcher(const executor_type& ex, const std::filesystem::path& cgroup, pressure_trigger t = {});
     pressure_watcher(const executor_type& ex, const std::filesystem::path& cgroup,
