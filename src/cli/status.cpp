@@ -34,6 +34,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -252,13 +253,24 @@ void probe_group_kill_and_psi(report& r, const std::optional<memory_hierarchy>& 
     json::object psi{{"file", "/proc/pressure/memory"}};
     const bool psi_ok = read_trimmed("/proc/pressure/memory", &ec).has_value();
     psi["available"] = psi_ok;
-    // psi=0 on a kernel with CONFIG_PSI: the file is there but reads fail with EOPNOTSUPP.
-    const bool psi_off = !psi_ok && ec == boost::system::errc::operation_not_supported;
-    if (!psi_ok) psi["error"] = psi_off ? "PSI disabled (psi=0)" : ec.message();
+    // PSI off: older kernels keep the file and fail reads with EOPNOTSUPP; recent ones
+    // (6.1) have no /proc/pressure at all, as without CONFIG_PSI. psi=0 on the command
+    // line tells which.
+    const bool cmdline_off = [] {
+        std::istringstream words(read_trimmed("/proc/cmdline").value_or(""));
+        for (std::string w; words >> w;)
+            if (w == "psi=0" || w == "psi=off" || w == "psi=n") return true;
+        return false;
+    }();
+    const bool psi_off = !psi_ok && (ec == boost::system::errc::operation_not_supported ||
+                                     (ec == boost::system::errc::no_such_file_or_directory && cmdline_off));
+    const std::string psi_why = psi_off ? (cmdline_off ? "PSI disabled (psi=0 on the kernel command line)" : "PSI disabled")
+                            : ec == boost::system::errc::no_such_file_or_directory
+                                ? "no /proc/pressure: PSI disabled (CONFIG_PSI_DEFAULT_DISABLED) or not built in"
+                                : "/proc/pressure/memory: " + ec.message();
+    if (!psi_ok) psi["error"] = psi_why;
     if (psi_off) psi["disabled"] = true;
-    std::string text = psi_ok    ? "yes"
-                       : psi_off ? "no (PSI disabled (psi=0))"
-                                 : "no (/proc/pressure/memory: " + ec.message() + ")";
+    std::string text = psi_ok ? "yes" : "no (" + psi_why + ")";
     if (sample) {
         const bool cg_psi = fs::exists(*sample / "memory.pressure", ec);
         psi["cgroup_memory_pressure"] = cg_psi;
@@ -268,8 +280,7 @@ void probe_group_kill_and_psi(report& r, const std::optional<memory_hierarchy>& 
     r.obj["psi"] = std::move(psi);
     if (!psi_ok) {
         r.find(severity::info, "psi",
-               "PSI unavailable (/proc/pressure/memory: " + (psi_off ? std::string("PSI disabled (psi=0)") : ec.message()) +
-                   "): only informational; boot with psi=1 (CONFIG_PSI) to see memory pressure");
+               "PSI unavailable (" + psi_why + "): only informational; boot with psi=1 (CONFIG_PSI) to see memory pressure");
     }
 }
 
