@@ -15,10 +15,13 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <vector>
@@ -62,6 +65,55 @@ pressure_trigger quick_trigger() { return {.kind = stall::some, .threshold = std
 pressure_watcher cgroup_watch(asio::io_context& ctx, const scratch_oom& s, pressure_level_trigger v1 = {}) {
     if (s.v1()) return pressure_watcher(ctx.get_executor(), s.cg->path(), v1);
     return pressure_watcher(ctx.get_executor(), s.cg->path(), quick_trigger());
+}
+
+// PSI off for this boot: the v1 VM boots with psi=0 (test/vm/run-vm-tests.sh).
+bool psi_off() {
+    std::ifstream in("/proc/cmdline");
+    for (std::string w; in >> w;)
+        if (w == "psi=0") return true;
+    return false;
+}
+
+// A hybrid machine's cgroup2 mount without controllers beside the v1 ones (this host;
+// the v1 VM mounts one too), or nothing.
+std::optional<fs::path> unified_mount() {
+    const fs::path p = "/sys/fs/cgroup/unified";
+    struct statfs st {};
+    if (::statfs(p.c_str(), &st) != 0 || st.f_type != CGROUP2_SUPER_MAGIC) return std::nullopt;
+    return p;
+}
+
+// A cgroup made in the unified mount, removed (with a bounded retry while its last task
+// is being reaped) on destruction.
+class unified_cgroup {
+public:
+    explicit unified_cgroup(const fs::path& mount)
+        : dir_(mount / ("oomwatch-psi-u-" + std::to_string(::getpid()))) {
+        std::error_code ec;
+        fs::create_directory(dir_, ec);
+        BOOST_TEST_REQUIRE(!ec, "cannot create " << dir_ << ": " << ec.message());
+    }
+    ~unified_cgroup() {
+        for (int i = 0; i < 100 && ::rmdir(dir_.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(10'000);
+    }
+    unified_cgroup(const unified_cgroup&) = delete;
+    unified_cgroup& operator=(const unified_cgroup&) = delete;
+    const fs::path& path() const { return dir_; }
+
+private:
+    fs::path dir_;
+};
+
+// The error of a pressure_watcher made by `make`, or a failed test when there is none.
+template <class Make>
+std::optional<cgroup_error> construction_error(Make make) {
+    try {
+        make();
+    } catch (const cgroup_error& e) {
+        return e;
+    }
+    return std::nullopt;
 }
 
 // The VM's root is an initramfs: no page cache to reclaim, so no load for v1 there.
@@ -111,6 +163,92 @@ BOOST_AUTO_TEST_CASE(levels_and_system_trigger_fire_under_reclaim) {
     BOOST_TEST_REQUIRE(sev->averages.has_value());
     BOOST_TEST(sev->averages->some.total > 0u);
     BOOST_TEST(sev->averages->full.has_value());
+}
+
+// Near an OOM (anonymous memory past the limit, no swap: reclaim finds nothing), the
+// kernel's scan priority drops to the bottom, which vmpressure reports as critical, and
+// to every lower level. Anonymous memory needs no page cache: this runs in the v1 VM too.
+BOOST_AUTO_TEST_CASE(critical_level_fires_near_oom) {
+    scratch_oom s("oomwatch-psi-crit", load_limit);
+    if (!s.v1()) {
+        BOOST_TEST_MESSAGE("cgroup v2 has no pressure levels");
+        return;
+    }
+    asio::io_context ctx;
+    pressure_watcher pw(ctx.get_executor(), s.cg->path(),
+                        std::vector<pressure_level_trigger>{{pressure_level::critical, pressure_mode::standard},
+                                                            {pressure_level::low, pressure_mode::local}});
+    std::vector<pressure_event> got;
+    auto sub = pw.subscribe([&](const pressure_event& ev) { got.push_back(ev); });
+    oom_kill_one(s.cg->path());
+    auto saw = [&](pressure_level l) {
+        return std::any_of(got.begin(), got.end(), [&](const pressure_event& e) { return e.level == l; });
+    };
+    // vmpressure signals from a work item: possibly after the kill.
+    BOOST_TEST_REQUIRE(run_until(ctx, [&] { return saw(pressure_level::critical) && saw(pressure_level::low); }, 10s),
+                       "no critical (or no low) level for " << s.cg->path() << " after its OOM kill: " << got.size()
+                                                            << " events");
+    for (const auto& e : got) {
+        BOOST_TEST((e.kind == pressure_kind::pressure));
+        BOOST_TEST(e.count >= 1u);
+        BOOST_TEST((e.level == (e.trigger == 0 ? pressure_level::critical : pressure_level::low)));
+    }
+}
+
+// PSI off (psi=0: the v1 VM): error::psi_disabled naming the file, for the machine and
+// for a cgroup that exists, whose memory.pressure the kernel leaves out. With PSI on,
+// the same watches work.
+BOOST_AUTO_TEST_CASE(psi_off_is_psi_disabled) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    asio::io_context ctx;
+    const auto unified = unified_mount();
+    std::optional<unified_cgroup> cg;
+    if (unified) cg.emplace(*unified);
+    auto sys = construction_error([&] { pressure_watcher pw(ctx.get_executor(), system_pressure{}); });
+    std::optional<cgroup_error> grp;
+    if (cg) grp = construction_error([&] { pressure_watcher pw(ctx.get_executor(), cg->path()); });
+    if (!psi_off()) {
+        BOOST_TEST_MESSAGE("PSI is on here (the v1 VM boots with psi=0)");
+        BOOST_TEST(!sys.has_value(), (sys ? sys->what() : ""));
+        BOOST_TEST(!grp.has_value(), (grp ? grp->what() : ""));
+        return;
+    }
+    BOOST_TEST_REQUIRE(sys.has_value());
+    BOOST_TEST(sys->code() == error_code(error::psi_disabled), sys->what());
+    BOOST_TEST(sys->path() == fs::path("/proc/pressure/memory"));
+    BOOST_TEST(std::string(sys->what()).find("psi=0") != std::string::npos, sys->what());
+    if (cg) {
+        BOOST_TEST_REQUIRE(grp.has_value());
+        BOOST_TEST(grp->code() == error_code(error::psi_disabled), grp->what());
+        BOOST_TEST(grp->path() == cg->path() / "memory.pressure");
+    }
+}
+
+// PSI needs no memory controller: on a hybrid machine (this host) a trigger on the
+// controller-less unified cgroup of the loaded child fires.
+BOOST_AUTO_TEST_CASE(psi_trigger_on_a_cgroup_without_memory_controller) {
+    scratch_oom s("oomwatch-psi-hy", load_limit);
+    const auto unified = unified_mount();
+    if (!unified || psi_off() || !s.v1() || in_vm()) {
+        BOOST_TEST_MESSAGE("needs a hybrid machine with PSI on and page cache to reclaim (the host)");
+        return;
+    }
+    unified_cgroup cg(*unified);
+    asio::io_context ctx;
+    pressure_watcher pw(ctx.get_executor(), cg.path(), quick_trigger());
+    BOOST_TEST(pw.cgroup() == cg.path());
+    reclaim_load load(s.cg->path(), true);
+    {
+        std::ofstream procs(cg.path() / "cgroup.procs");
+        procs << load.pid() << std::flush;
+        BOOST_TEST_REQUIRE(procs.good(), "cannot move the load into " << cg.path());
+    }
+    error_code ec;
+    auto ev = next(ctx, pw, ec);
+    BOOST_TEST_REQUIRE(ev.has_value(), "no pressure event for " << cg.path() << ": " << ec.message());
+    BOOST_TEST((ev->kind == pressure_kind::pressure));
+    BOOST_TEST_REQUIRE(ev->averages.has_value());
+    BOOST_TEST(ev->averages->some.total > 0u);
 }
 
 BOOST_AUTO_TEST_CASE(rmdir_ends_the_watch_with_removed) {
@@ -191,6 +329,7 @@ BOOST_AUTO_TEST_CASE(unprivileged_default_trigger_and_refusal) {
         in >> rel.major >> dot >> rel.minor;
     }
     const bool allowed = rel.major > 6 || (rel.major == 6 && rel.minor >= 4);
+    const bool off = psi_off();  // then both are psi_disabled
     pid_t pid = ::fork();
     BOOST_TEST_REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -201,16 +340,19 @@ BOOST_AUTO_TEST_CASE(unprivileged_default_trigger_and_refusal) {
         try {
             // The default trigger works unprivileged (6.1 in the VM allows it too).
             pressure_watcher pw(ctx.get_executor(), system_pressure{});
-        } catch (const cgroup_error&) {
-            code = 12;
+            if (off) code = 15;
+        } catch (const cgroup_error& e) {
+            if (!off || e.code() != error_code(error::psi_disabled)) code = 12;
         }
         try {
             pressure_watcher pw(ctx.get_executor(), system_pressure{},
                                 pressure_trigger{.kind = stall::some, .threshold = std::chrono::milliseconds(100),
                                                  .window = std::chrono::seconds(1)});
-            if (allowed) code = code ? code : 13;  // before 6.4 no window rule
+            if (allowed || off) code = code ? code : 13;  // before 6.4 no window rule
         } catch (const cgroup_error& e) {
-            if (e.code() != error_code(error::pressure_trigger_refused) || e.path() != "/proc/pressure/memory" ||
+            if (off) {
+                if (e.code() != error_code(error::psi_disabled)) code = code ? code : 16;
+            } else if (e.code() != error_code(error::pressure_trigger_refused) || e.path() != "/proc/pressure/memory" ||
                 std::string(e.what()).find("multiple of 2 s") == std::string::npos)
                 code = code ? code : 14;
         }

@@ -80,6 +80,8 @@ public:
         std::error_code ec;
         if (!file_.empty()) std::filesystem::remove(file_, ec);
     }
+    /// The child under load (to put it in a second hierarchy too).
+    pid_t pid() const noexcept { return pid_; }
     reclaim_load(const reclaim_load&) = delete;
     reclaim_load& operator=(const reclaim_load&) = delete;
 

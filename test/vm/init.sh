@@ -41,6 +41,10 @@ case "$mode" in
         mount -t tmpfs cgroup /sys/fs/cgroup || fail "cannot mount a tmpfs at /sys/fs/cgroup"
         mkdir /sys/fs/cgroup/memory || fail "cannot mkdir /sys/fs/cgroup/memory"
         mount -t cgroup -o memory memory /sys/fs/cgroup/memory || fail "cannot mount cgroup v1 memory"
+        # A hybrid machine's cgroup2 beside it (no controllers): with psi=0 its cgroups
+        # have no memory.pressure, which the pressure tests check.
+        mkdir /sys/fs/cgroup/unified || fail "cannot mkdir /sys/fs/cgroup/unified"
+        mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified || fail "cannot mount cgroup2 at /sys/fs/cgroup/unified"
         ;;
     *) fail "unknown mode '$mode'" ;;
 esac
@@ -58,6 +62,10 @@ OOMWATCH_IN_VM=1 OOMWATCH_REQUIRE_KERNEL=1 /oomwatch_kernel_tests --log_level=te
 rc=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 echo "OOMWATCH-VM-END"
+# The host checks that status reports PSI as this boot has it (v1: psi=0).
+if [ -x /oomwatch ]; then
+    echo "OOMWATCH-VM-STATUS $(/oomwatch --json status 2>&1 | tr -d '\n')"
+fi
 echo "OOMWATCH-VM-TIME tests=$(awk "BEGIN { printf \"%.1f\", $end - $start }")s boot=${start}s"
 # Kernel warnings (not shown on the console under "quiet") mean the guest is unsound.
 dmesg | grep -E 'WARNING:|BUG:|Oops|general protection|page_counter underflow' | sed 's/^/OOMWATCH-VM-SPLAT /'

@@ -8,8 +8,9 @@
 #    or ~/.cache/oomwatch-vm when not root).
 # 2. An initramfs gets static busybox, the test program with the shared libraries ldd
 #    names (and the dynamic loader at its path) and init.sh as /init.
-# 3. qemu (TCG, bounded by timeout) boots it; the guest mounts cgroup2 (or v1 memory),
-#    runs the tests and prints OOMWATCH-VM-* lines on the serial console.
+# 3. qemu (TCG, bounded by timeout) boots it; the guest mounts cgroup2 (or v1 memory,
+#    booted with psi=0, a controller-less cgroup2 beside it), runs the tests (v1: then
+#    `oomwatch --json status`) and prints OOMWATCH-VM-* lines on the serial console.
 # 4. Pass or fail comes from the serial log alone: no result marker, a panic, a kernel
 #    warning, a hang (timeout) or a skipped test case (v2: any; v1: any outside v2_only)
 #    is a failure.
@@ -20,6 +21,7 @@ set -euo pipefail
 
 mode=v2
 test_binary=''
+cli_binary=''  # optional: v1 runs its `status` in the guest (PSI off there)
 log=''
 timeout_s=600
 while [[ $# -gt 0 ]]; do
@@ -27,6 +29,7 @@ while [[ $# -gt 0 ]]; do
         --mode) mode=$2 ;;
         --test-binary) test_binary=$2 ;;
         --log) log=$2 ;;
+        --cli-binary) cli_binary=$2 ;;
         --timeout) timeout_s=$2 ;;
         *) echo "run-vm-tests.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
@@ -176,6 +179,10 @@ if command -v strip >/dev/null; then
 else
     cp "$test_binary" "$root/oomwatch_kernel_tests"
 fi
+if [[ -n "$cli_binary" ]]; then
+    [[ -x "$cli_binary" ]] || { echo "$name: FAIL: $cli_binary is not built" >&2; exit 1; }
+    strip --strip-debug -o "$root/oomwatch" "$cli_binary" 2>/dev/null || cp "$cli_binary" "$root/oomwatch"
+fi
 # The libraries at the paths ldd names them (the loader's default directories), and the
 # loader itself at the path the binary asks for (/lib64/ld-linux-x86-64.so.2).
 libs=()
@@ -185,7 +192,7 @@ while read -r line; do
         *"=> /"*) lib="${line#*=> }"; libs+=("${lib%% (*}") ;;
         /*) libs+=("${line%% (*}") ;;
     esac
-done < <(ldd "$test_binary")
+done < <(ldd "$test_binary"; if [[ -n "$cli_binary" ]]; then ldd "$cli_binary"; fi)
 for lib in "${libs[@]}"; do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
@@ -208,6 +215,10 @@ t_initrd=$((SECONDS - t0))
 
 # ---- 3. boot -------------------------------------------------------------------------
 mkdir -p "$(dirname "$log")"
+# v1 boots with PSI off: the pressure tests check error::psi_disabled there (one boot
+# serves both; v1's own tests need no PSI), and `oomwatch status` says so.
+kernel_args=''
+if [[ "$mode" == v1 ]]; then kernel_args='psi=0'; fi
 echo "$name: booting $kernel_about under qemu (TCG), cgroup $mode, timeout ${timeout_s}s"
 t0=$SECONDS
 qemu_rc=0
@@ -216,7 +227,7 @@ qemu_rc=0
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -accel tcg -machine q35 -cpu max -smp 1 -m 1024 \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet" \
+    -append "console=ttyS0 panic=-1 quiet $kernel_args" \
     -nographic -no-reboot -nic none </dev/null >"$log" 2>&1 || qemu_rc=$?
 t_boot=$((SECONDS - t0))
 
@@ -258,6 +269,12 @@ elif [[ "$result" != "rc=0" ]]; then
 fi
 if grep -q '^OOMWATCH-VM-ERROR ' "$clean"; then
     problems+=("guest setup: $(marker OOMWATCH-VM-ERROR)")
+fi
+if [[ "$mode" == v1 && -n "$cli_binary" ]]; then
+    status_json="$(marker OOMWATCH-VM-STATUS)"
+    if [[ "$status_json" != *'"psi":{"file":"/proc/pressure/memory","available":false,'*'"disabled":true'* ]]; then
+        problems+=("oomwatch status in the guest (psi=0) does not report PSI disabled: ${status_json:-no OOMWATCH-VM-STATUS line}")
+    fi
 fi
 if grep -q '^OOMWATCH-VM-SPLAT ' "$clean"; then
     problems+=("the guest kernel logged warnings: $(grep '^OOMWATCH-VM-SPLAT ' "$clean" | awk 'NR <= 3' | tr '\n' ' ')")
