@@ -1,11 +1,13 @@
 // `oomwatch watch --pressure SPEC`: bad SPECs are bad usage; on a real kernel, a cgroup
 // (v1 levels, v2 PSI) and the machine (--system) under a reclaim load print pressure
-// lines that parse, and --textfile has their series. Part of oomwatch_cli_tests
+// lines that parse, and --textfile has their series; the merge rules of
+// --pressure-interval (pressure_lines) without a kernel. Part of oomwatch_cli_tests
 // (cli_test.cpp has the module).
 //
 // Every wait is bounded; the load is a child killed and reaped by its destructor (and
 // ends by itself after 60 s), the scratch cgroups and files are removed by theirs.
 #include "cli_process.hpp"
+#include "pressure_lines.hpp"
 #include "pressure_load.hpp"
 #include "test_support.hpp"
 
@@ -156,6 +158,48 @@ BOOST_AUTO_TEST_CASE(help_documents_pressure) {
                              "oomwatch_memory_pressure_ratio{cgroup,kind,window}",
                              "oomwatch_memory_pressure_stall_seconds_total{cgroup,kind}"})
         BOOST_TEST(p.out().find(text) != std::string::npos, text);
+}
+
+// The merge rules of --pressure-interval, on a clock of the test's.
+BOOST_AUTO_TEST_CASE(a_triggers_lines_are_merged_within_the_interval) {
+    using oomwatch::cli::pressure_lines;
+    const pressure_lines::clock::time_point t0{};
+    const auto wall = std::chrono::system_clock::now();
+    auto event = [&](std::chrono::milliseconds at, std::optional<double> avg10) {
+        pressure_event ev;
+        ev.level = pressure_level::low;
+        ev.time = wall + at;
+        if (avg10) ev.averages = pressure_averages{stall_averages{*avg10, 0, 0, 1}, std::nullopt};
+        return ev;
+    };
+    pressure_lines lines(1s);
+    // The first one at once; those within a second after it merged: counts added, the
+    // earliest time, the newest averages there are.
+    BOOST_TEST(lines.offer(event(0ms, 1.0), t0).has_value());
+    BOOST_TEST(!lines.due());
+    BOOST_TEST(!lines.offer(event(100ms, 2.0), t0 + 100ms));
+    BOOST_TEST((lines.due() == t0 + 1s));
+    BOOST_TEST(!lines.offer(event(200ms, std::nullopt), t0 + 200ms));
+    BOOST_TEST(!lines.take_due(t0 + 999ms));
+    const auto merged = lines.take_due(t0 + 1s);
+    BOOST_TEST_REQUIRE(merged.has_value());
+    BOOST_TEST(merged->count == 2u);
+    BOOST_TEST((merged->time == wall + 100ms));
+    BOOST_TEST(merged->averages->some.avg10 == 2.0);
+    BOOST_TEST((merged->level == pressure_level::low));
+    BOOST_TEST(!lines.due());
+    // The merged line counts as the last one: the next within a second of it waits too.
+    BOOST_TEST(!lines.offer(event(1500ms, 3.0), t0 + 1500ms));
+    BOOST_TEST((lines.due() == t0 + 2s));
+    // take() hands it over early (the end of the watch); after a quiet second, at once again.
+    BOOST_TEST(lines.take()->count == 1u);
+    BOOST_TEST(!lines.take());
+    BOOST_TEST(lines.offer(event(3s, std::nullopt), t0 + 3s).has_value());
+    // 0: every wake-up is a line.
+    pressure_lines every(0s);
+    BOOST_TEST(every.offer(event(0ms, std::nullopt), t0).has_value());
+    BOOST_TEST(every.offer(event(0ms, std::nullopt), t0).has_value());
+    BOOST_TEST(!every.due());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
