@@ -63,6 +63,10 @@ struct pressure_spec {
 /// and `problem` says why (a usage error).
 std::optional<pressure_spec> parse_pressure_spec(std::string_view text, std::string& problem);
 
+/// A duration of a --pressure SPEC or of --pressure-interval: digits and a unit, us, ms
+/// or s ("150ms", "2s", "0s"); nothing when malformed (no unit, a sign, too large).
+std::optional<std::chrono::microseconds> parse_psi_duration(std::string_view text);
+
 /// A pressure event as a single-line JSON object (no newline); `trigger` is its SPEC's name.
 std::string pressure_event_to_json(const pressure_event& ev, std::string_view trigger);
 
@@ -80,6 +84,8 @@ struct watch_request {
     metrics_config metrics;            ///< --metrics, --textfile, --metrics-retention
     std::optional<std::filesystem::path> state; ///< --state FILE: resume across restarts
     std::vector<pressure_spec> pressure;         ///< --pressure SPEC...: per CGROUP, or the machine with `system`
+    /// --pressure-interval: at most one pressure line per trigger per this (0: one per wake-up)
+    std::chrono::microseconds pressure_interval{std::chrono::seconds(1)};
 };
 
 /// `oomwatch watch [-r] TARGET...`, `oomwatch watch --system`

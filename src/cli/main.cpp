@@ -27,7 +27,7 @@ using namespace oomwatch;
 constexpr std::string_view usage_text =
     R"usage(Usage: oomwatch [options] watch [--pressure SPEC]... CGROUP...
        oomwatch [options] watch -r [--max-depth N] [CGROUP...]
-       oomwatch [-v] watch --system [--pressure SPEC]...
+       oomwatch [-v] watch --system [--pressure SPEC]... [--pressure-interval DURATION]
        oomwatch [options] demo
        oomwatch [--json|--table] status [-r [--max-depth N]] [CGROUP...]
        oomwatch --help | --version
@@ -87,10 +87,10 @@ Options:
                     removed before they could be read is reported in their nearest
                     ancestor still there, with "origin":"removed_descendant" added to
                     its line.
-  --pressure SPEC   watch: also report memory pressure, one line per event of a
-                    trigger, on every CGROUP (with --system: on the whole machine,
-                    /proc/pressure/memory). Repeat it for several triggers; a value is
-                    required. SPEC is, after the cgroup's version:
+  --pressure SPEC   watch: also report memory pressure, lines per trigger (at most one
+                    per --pressure-interval), on every CGROUP (with --system: on the
+                    whole machine, /proc/pressure/memory). Repeat it for several
+                    triggers; a value is required. SPEC is, after the cgroup's version:
                       some:THRESHOLD/WINDOW, full:THRESHOLD/WINDOW  (cgroup v2,
                         --system) a PSI trigger: some (or all, full) tasks stalled on
                         memory for THRESHOLD in total within WINDOW, e.g. some:150ms/2s
@@ -106,9 +106,19 @@ Options:
                        "trigger":"some 150ms/2s","count":1,"time":"...",
                        "averages":{"some":{"avg10":1.5,"avg60":0.3,"avg300":0.06,
                        "total":123456},"full":{...}}}
-                    "trigger" is the SPEC ("medium", "low,local" on v1); "averages"
-                    is the pressure file at the event (avg* in percent, total in
-                    microseconds), absent on cgroup v1.
+                    "trigger" is the SPEC ("medium", "low,local" on v1); "count" is
+                    how many wake-ups of the trigger the line stands for, "time" the
+                    earliest of them; "averages" is the pressure file at the newest
+                    (avg* in percent, total in microseconds), absent on cgroup v1.
+  --pressure-interval DURATION
+                    With --pressure: at most one line per trigger per DURATION (us,
+                    ms or s; default 1s). A trigger's first wake-up after a quiet
+                    DURATION is printed at once; those within DURATION of its last
+                    line are merged into one line ("count" adds up), printed when
+                    DURATION has passed, or at the end. 0s: a line per wake-up, but
+                    for those while a line was being written (a cgroup v1 level can
+                    fire thousands of times a second under reclaim). The metrics
+                    count every wake-up at once either way.
   --max-depth N     With -r: watch N levels below each CGROUP at most (0: the CGROUP
                     alone, 1: its children too, ...). Default: every level.
   --no-victims      Do not name the processes killed: every kill is counted in
@@ -213,8 +223,9 @@ Exit status:
      something prevents watching (no memory hierarchy, a CGROUP that cannot be
      watched, ...).
   2  bad usage: an unknown option, command or event kind, a missing or malformed
-     argument (a --pressure SPEC); watch --system with a CGROUP or an option of
-     cgroup watches, or a cgroup v1 --pressure level; --pressure with -r.
+     argument (a --pressure SPEC, a --pressure-interval DURATION); watch --system
+     with a CGROUP or an option of cgroup watches, or a cgroup v1 --pressure level;
+     --pressure with -r; --pressure-interval without --pressure.
   3  a CGROUP cannot be watched at start: no such file, not a cgroup, permission
      denied, no memory controller, the cgroup v2 root (without -r), no such process,
      no memory hierarchy, a --pressure SPEC of the other cgroup version, a PSI
@@ -348,6 +359,7 @@ int run(int argc, char** argv) {
     // that shape cgroup watches have nothing to act on there, and are refused rather
     // than silently ignored. The first one given.
     std::string_view cgroup_only;
+    bool pressure_interval_given = false;  // --pressure-interval: shapes --pressure lines only
     const auto shapes_cgroup_watches = [&cgroup_only](std::string_view name) {
         if (cgroup_only.empty()) cgroup_only = name;
     };
@@ -403,6 +415,14 @@ int run(int argc, char** argv) {
             auto spec = cli::parse_pressure_spec(pr.value, problem);
             if (!spec) return usage_error(problem);
             req.pressure.push_back(std::move(*spec));
+        } else if (auto pi = take_value("--pressure-interval", i, argc, argv); pi.matched) {
+            if (pi.missing) return missing_value("--pressure-interval");
+            auto d = cli::parse_psi_duration(pi.value);
+            if (!d)
+                return usage_error("--pressure-interval needs a duration (1s, 250ms, 0s), not '" +
+                                   std::string(pi.value) + "'");
+            req.pressure_interval = *d;
+            pressure_interval_given = true;
         } else if (auto st = take_value("--state", i, argc, argv); st.matched) {
             if (st.missing || st.value.empty()) return usage_error("--state needs a file name");
             req.state = std::filesystem::path(st.value);
@@ -421,6 +441,7 @@ int run(int argc, char** argv) {
 
     const std::string& command = positional.front();
     if (!req.pressure.empty() && command != "watch") return usage_error("--pressure is an option of watch");
+    if (pressure_interval_given && req.pressure.empty()) return usage_error("--pressure-interval needs --pressure");
     if (command == "status") {
         req.targets.assign(positional.begin() + 1, positional.end());
         if (auto problem = cli::status_usage_problem(req)) return usage_error(*problem);

@@ -11,8 +11,6 @@
 
 namespace oomwatch::cli {
 
-namespace {
-
 // "150ms", "2s", "500us": digits and a unit, nothing else (no default unit: "2" could
 // be seconds or milliseconds).
 std::optional<std::chrono::microseconds> parse_psi_duration(std::string_view text) {
@@ -36,6 +34,8 @@ std::optional<std::chrono::microseconds> parse_psi_duration(std::string_view tex
         return std::nullopt;
     return std::chrono::microseconds(value * unit);
 }
+
+namespace {
 
 // The shortest exact form: "2s", "150ms", "1500us".
 std::string format_psi_duration(std::chrono::microseconds d) {

@@ -3,6 +3,7 @@
 // events as JSON lines; with --pressure, a pressure_watcher next to each watcher (or the
 // system watch), its events as JSON lines too.
 #include "cli.hpp"
+#include "pressure_lines.hpp"
 #include "service.hpp"
 #include "state.hpp"
 
@@ -17,6 +18,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <sys/resource.h>
@@ -63,10 +65,19 @@ std::optional<pid_t> parse_pid_target(std::string_view arg, bool& malformed) {
 
 namespace {
 
+// The printing of one trigger: its lines (--pressure-interval), and the timer that
+// prints a merged one when due.
+struct trigger_output {
+    pressure_lines lines;
+    asio::steady_timer timer;  // armed only while a line is pending
+};
+
 // A pressure_watcher with the names of its triggers (pressure_event::trigger indexes them).
 struct pressure_watch {
     pressure_watcher w;
     std::vector<std::string> triggers;
+    std::vector<trigger_output> outputs;  // one per trigger
+    bool removal_printed = false;  // the cgroup's removed line is out: no pressure line may follow it
 
     template <class Token>
     auto async_next_event(Token&& token) {
@@ -83,17 +94,42 @@ struct watch_state {
     std::vector<pressure_watch>& pressures;  // --pressure: one per watcher, or for the machine
     asio::signal_set& signals;
     service_notifier& service;
-    metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed
+    metrics_exporter* exporter = nullptr;  // --metrics/--textfile: fed each event printed, and each pressure event
     state_keeper* keeper = nullptr;        // --state: fed each event printed
     std::size_t running = 0;
     bool stopping = false;  // a signal, a failure, or the last pump ended: no more output
+    bool stdout_failed = false;  // then the pending pressure lines are not even tried
     int status = exit_ok;
 };
 
+// One pressure line, handed to write(2) whole; the error of a write that failed.
+boost::system::error_code print_pressure_line(const pressure_watch& p, const pressure_event& ev) {
+    return write_stdout(pressure_event_to_json(ev, p.triggers.at(ev.trigger)) + '\n');
+}
+
+// Prints the pending (merged) lines of `p` now, due or not, and disarms its timers:
+// nothing is lost at the end of a watch, and no timer keeps the io_context running. A
+// failed write is reported (status 1) and ends the printing; the caller stops everything.
+bool flush_pressure_lines(pressure_watch& p, watch_state& st) {
+    for (auto& out : p.outputs) {
+        out.timer.cancel();
+        const auto ev = out.lines.take();
+        if (!ev || st.stdout_failed) continue;
+        if (auto ec = print_pressure_line(p, *ev)) {
+            report_stdout_error(ec);
+            st.stdout_failed = true;
+            st.status = exit_failure;
+        }
+    }
+    return !st.stdout_failed;
+}
+
 // Stops every watcher (their pending waits complete, so every pump ends) and the signal
-// wait: the io_context then runs out of work and run_watch returns. Idempotent.
+// wait: the io_context then runs out of work and run_watch returns. Idempotent. The
+// merged pressure lines still pending are printed first, unless stdout failed already.
 void stop_all(watch_state& st) {
     st.stopping = true;
+    for (auto& p : st.pressures) flush_pressure_lines(p, st);
     st.service.stopping();
     for (auto& w : st.watchers) w.close();
     for (auto& t : st.trees) t.close();
@@ -132,25 +168,65 @@ bool ends_watch(const pressure_watch&, const pressure_event& ev) { return ev.kin
 bool written(const boost::system::error_code& ec, watch_state& st) {
     if (!ec) return true;
     report_stdout_error(ec);
+    st.stdout_failed = true;
     fail(st);
     return false;
 }
 
 // Prints an event and feeds the metrics and the state; false when stdout failed.
 template <class Watch>
-bool deliver(const Watch&, const oom_event& ev, watch_state& st) {
+bool deliver(const Watch& w, const oom_event& ev, watch_state& st) {
+    if constexpr (std::is_same_v<Watch, watcher>) {
+        // The pressure lines of the cgroup come before its removal, none after it.
+        if (ev.kind == event_kind::removed) {
+            for (auto& p : st.pressures) {
+                if (p.w.cgroup() != w.cgroup()) continue;
+                if (!flush_pressure_lines(p, st)) {
+                    fail(st);
+                    return false;
+                }
+                p.removal_printed = true;
+            }
+        }
+    }
     if (!written(print_event(ev), st)) return false;
     if (st.exporter) st.exporter->record(ev);
     if (st.keeper) st.keeper->record(ev, std::is_same_v<Watch, system_watcher>);
     return true;
 }
 
-bool deliver(const pressure_watch& p, const pressure_event& ev, watch_state& st) {
-    // `removed` is printed by the cgroup's OOM watch already: one line per removal.
-    if (ev.kind != pressure_kind::pressure) return true;
+// Prints the merged line of `out` when its timer fires (unless flushed or stopped meanwhile).
+void arm_pressure_timer(pressure_watch& p, std::size_t trigger, watch_state& st) {
+    auto& out = p.outputs.at(trigger);
+    out.timer.expires_at(*out.lines.due());
+    out.timer.async_wait([&p, &out, &st](const boost::system::error_code& ec) {
+        if (ec || st.stopping) return;
+        // Not due (a wait that completed before a flush and a new merge): the new wait prints it.
+        if (auto ev = out.lines.take_due(pressure_lines::clock::now()))
+            written(print_pressure_line(p, *ev), st);
+    });
+}
+
+bool deliver(pressure_watch& p, const pressure_event& ev, watch_state& st) {
+    // `removed` is printed by the cgroup's OOM watch already: one line per removal. Its
+    // pending pressure lines go first (if that removal line is not out already).
+    if (ev.kind != pressure_kind::pressure) {
+        if (ev.kind == pressure_kind::removed && !p.removal_printed && !flush_pressure_lines(p, st)) {
+            fail(st);
+            return false;
+        }
+        return true;
+    }
     const std::string& trigger = p.triggers.at(ev.trigger);
-    if (!written(write_stdout(pressure_event_to_json(ev, trigger) + '\n'), st)) return false;
+    // Every event counts, at once; only the lines are merged.
     if (st.exporter) st.exporter->record(ev, trigger);
+    // A wake-up that raced with the removal: counted, but its line would follow the removal's.
+    if (p.removal_printed) return true;
+    auto& out = p.outputs.at(ev.trigger);
+    const bool was_pending = out.lines.due().has_value();
+    if (auto now = out.lines.offer(ev, pressure_lines::clock::now()))
+        return written(print_pressure_line(p, *now), st);
+    if (!was_pending) arm_pressure_timer(p, ev.trigger, st);
     return true;
 }
 
@@ -193,7 +269,7 @@ void raise_fd_limit() {
 // kind of trigger follows the version: PSI on v2 and the machine, levels on v1.
 bool add_pressure_watch(std::vector<pressure_watch>& out, const asio::any_io_executor& ex,
                         const std::filesystem::path& dir, std::optional<cgroup_version> v,
-                        const std::vector<pressure_spec>& specs) {
+                        const std::vector<pressure_spec>& specs, std::chrono::microseconds interval) {
     const bool v1 = v == cgroup_version::v1;
     std::vector<pressure_trigger> psi;
     std::vector<pressure_level_trigger> levels;
@@ -213,14 +289,18 @@ bool add_pressure_watch(std::vector<pressure_watch>& out, const asio::any_io_exe
             psi.push_back(std::get<pressure_trigger>(s.trigger));
         names.push_back(s.name);
     }
+    std::vector<trigger_output> outputs;
+    for (std::size_t i = 0; i < names.size(); ++i)
+        outputs.push_back({pressure_lines(interval), asio::steady_timer(ex)});
     // The throwing forms: their errors name the file (memory.pressure, cgroup.event_control, ...).
     try {
         if (!v)
-            out.push_back({pressure_watcher(ex, system_pressure{}, std::move(psi)), std::move(names)});
+            out.push_back(
+                {pressure_watcher(ex, system_pressure{}, std::move(psi)), std::move(names), std::move(outputs)});
         else if (v1)
-            out.push_back({pressure_watcher(ex, dir, std::move(levels)), std::move(names)});
+            out.push_back({pressure_watcher(ex, dir, std::move(levels)), std::move(names), std::move(outputs)});
         else
-            out.push_back({pressure_watcher(ex, dir, std::move(psi)), std::move(names)});
+            out.push_back({pressure_watcher(ex, dir, std::move(psi)), std::move(names), std::move(outputs)});
     } catch (const cgroup_error& e) {
         std::cerr << e.what() << '\n';
         return false;
@@ -283,7 +363,8 @@ int run_watch(const watch_request& req) {
         }
         if (keeper) keeper->start_system(systems.back().counted_from());
         if (!req.pressure.empty() &&
-            !add_pressure_watch(pressures, ioc.get_executor(), "/proc/pressure/memory", std::nullopt, req.pressure))
+            !add_pressure_watch(pressures, ioc.get_executor(), "/proc/pressure/memory", std::nullopt, req.pressure,
+                                req.pressure_interval))
             return exit_cannot_watch;
     }
 
@@ -340,7 +421,7 @@ int run_watch(const watch_request& req) {
         // (Not with -r: main refuses it; a tree's cgroups come and go.)
         if (!req.recursive && !req.pressure.empty() &&
             !add_pressure_watch(pressures, ioc.get_executor(), watchers.back().cgroup(), watchers.back().version(),
-                                req.pressure))
+                                req.pressure, req.pressure_interval))
             return exit_cannot_watch;
     }
 
