@@ -9,6 +9,8 @@
 
 #include <oomwatch/oomwatch.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/test/unit_test.hpp>
@@ -37,16 +39,24 @@ using namespace oomwatch::test;
 namespace {
 
 constexpr std::uint64_t load_limit = 32u << 20;
-// Waits (bounded) for the next event of `pw`.
+// Waits (bounded) for the next event of `pw` as users do, `co_await pw.next_event()`;
+// nothing and the error when it throws.
 std::optional<pressure_event> next(asio::io_context& ctx, pressure_watcher& pw, error_code& ec,
                                    std::chrono::milliseconds timeout = 20s) {
     std::optional<pressure_event> got;
     bool done = false;
-    pw.async_next_event([&](error_code e, pressure_event ev) {
-        ec = e;
-        got = std::move(ev);
-        done = true;
-    });
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+            try {
+                got = co_await pw.next_event();
+                ec = {};
+            } catch (const boost::system::system_error& e) {
+                ec = e.code();
+            }
+            done = true;
+        },
+        asio::detached);
     if (!run_until(ctx, [&] { return done; }, timeout)) {
         pw.cancel();
         run_until(ctx, [&] { return done; }, 2s);
