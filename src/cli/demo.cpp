@@ -225,6 +225,10 @@ int run_demo(const watch_options& opts) {
         return exit_failure;
     }
 
+    // The demo owns a cgroup and children: a reader that goes away (`| head`) must end
+    // it through the write error, which cleans up, not through SIGPIPE, which would not.
+    ::signal(SIGPIPE, SIG_IGN);
+
     asio::io_context ioc(1);
     auto cg = scratch::scratch_cgroup::create("oomwatch-demo", limit_bytes);
     if (!cg) {

@@ -210,7 +210,8 @@ so every line stays valid JSON.
 Output: each line is handed to write(2) whole, never held in a buffer. When stdout
 cannot be written (a full disk, a pipe whose reader is gone while SIGPIPE is ignored),
 oomwatch stops every watch, prints "oomwatch: stdout: REASON" on stderr and exits 1.
-With SIGPIPE at its default, a closed pipe kills it with SIGPIPE as usual.
+With SIGPIPE at its default, a closed pipe kills watch with SIGPIPE as usual; demo
+ignores SIGPIPE, so that it still removes its cgroup and children and exits 1.
 
 Exit status:
   0  done: SIGINT or SIGTERM, or every watched cgroup was removed (with -r: the root

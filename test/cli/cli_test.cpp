@@ -806,6 +806,45 @@ BOOST_AUTO_TEST_CASE(recursive_watch_without_a_cgroup_watches_the_whole_hierarch
     BOOST_TEST(p.err_count("oomwatch: watching ") == 1u, "stderr: " << p.err());
 }
 
+// ---- demo: the README's main job ------------------------------------------------------------
+
+// The demo's scratch cgroups of the process `pid` still on disk (it makes
+// oomwatch-demo-PID-N below its own memory cgroup, somewhere in the hierarchy).
+std::vector<std::filesystem::path> demo_leftovers(pid_t pid) {
+    const auto h = find_memory_hierarchy();
+    const std::string prefix = "oomwatch-demo-" + std::to_string(pid) + "-";
+    std::vector<std::filesystem::path> found;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(
+             h.mount_point, std::filesystem::directory_options::skip_permission_denied, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        if (it.depth() > 4) it.disable_recursion_pending();
+        if (it->path().filename().string().starts_with(prefix)) found.push_back(it->path());
+    }
+    return found;
+}
+
+BOOST_AUTO_TEST_CASE(demo_kills_three_children_reports_them_exactly_and_cleans_up) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    cli_process p({"demo"});
+    CHECK_EXIT(p, exit_ok, 60s);
+    BOOST_TEST(p.err_count("demo: 3 of 3 children OOM-killed, 3 OOM kills reported, exact") == 1u, "stderr: " << p.err());
+    std::size_t kills = 0;
+    for (const auto& l : parse_lines(p.out())) kills += l.kind == "oom_kill" ? l.count : 0;
+    BOOST_TEST(kills == 3u, "stdout: " << p.out());
+    BOOST_TEST(demo_leftovers(p.pid()).empty());
+}
+
+// A reader that went away: the demo ignores SIGPIPE (it owns a cgroup and children to
+// clean up), so it stops with status 1 and the reason, and leaves nothing behind.
+BOOST_AUTO_TEST_CASE(demo_with_a_closed_pipe_exits_1_and_cleans_up) {
+    OOMWATCH_REQUIRE_KERNEL_READY();
+    cli_process p({"demo"}, {.out = stdout_to::closed_pipe});
+    CHECK_EXIT(p, exit_failure, 60s);
+    BOOST_TEST(p.err_count("oomwatch: stdout: Broken pipe\n") == 1u, "stderr: " << p.err());
+    BOOST_TEST(demo_leftovers(p.pid()).empty());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---- --state: restarts report what happened while down, once ------------------------------
