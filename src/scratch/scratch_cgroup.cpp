@@ -22,8 +22,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstdlib>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -258,6 +262,45 @@ std::atomic<unsigned> suffix_counter{0};
 
 std::string unique_suffix() {
     return std::to_string(::getpid()) + "-" + std::to_string(suffix_counter.fetch_add(1));
+}
+
+namespace {
+
+// The pid in "oomwatch-...-<pid>-<counter>", or nothing when the name is not of that form.
+std::optional<pid_t> creator_of(const std::string& name) {
+    if (!name.starts_with("oomwatch-")) return std::nullopt;
+    const auto last = name.rfind('-');
+    if (last == std::string::npos || last == 0) return std::nullopt;
+    const auto before = name.rfind('-', last - 1);
+    if (before == std::string::npos) return std::nullopt;
+    auto number = [](std::string_view text) -> std::optional<long> {
+        long v = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
+        return v;
+    };
+    const auto pid = number(std::string_view(name).substr(before + 1, last - before - 1));
+    if (!pid || !number(std::string_view(name).substr(last + 1)) || *pid <= 0) return std::nullopt;
+    return static_cast<pid_t>(*pid);
+}
+
+} // namespace
+
+std::size_t remove_leftovers() {
+    cgroup_version v = cgroup_version::v1;
+    auto parent = default_parent(v);
+    if (!parent) return 0;
+    std::size_t removed = 0;
+    std::error_code iec;
+    std::vector<fs::path> stale;
+    for (fs::directory_iterator it(*parent, iec), end; !iec && it != end; it.increment(iec)) {
+        const auto pid = creator_of(it->path().filename().string());
+        // ESRCH: no such process. EPERM means one lives (another user's): keep it.
+        if (pid && *pid != ::getpid() && ::kill(*pid, 0) != 0 && errno == ESRCH) stale.push_back(it->path());
+    }
+    for (const auto& dir : stale)
+        if (!remove_tree(dir, v, clock::now() + std::chrono::seconds(2))) ++removed;
+    return removed;
 }
 
 // ---- scratch_cgroup ----------------------------------------------------------------

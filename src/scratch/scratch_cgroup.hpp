@@ -105,4 +105,10 @@ private:
 /// A fresh random-ish name suffix for scratch objects: "<pid>-<counter>".
 std::string unique_suffix();
 
+/// Removes the scratch cgroups ("oomwatch-...-<pid>-<counter>" in the default parent)
+/// whose creating process is gone, with whatever is left in them: what a test program
+/// that died (a sanitizer's abort, SIGKILL) could not remove. Returns how many went;
+/// nothing when there is no memory hierarchy.
+std::size_t remove_leftovers();
+
 } // namespace oomwatch::scratch

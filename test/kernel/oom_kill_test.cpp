@@ -19,8 +19,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <optional>
+#include <vector>
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -343,6 +346,31 @@ BOOST_FIXTURE_TEST_CASE(no_fd_growth_over_1000_watch_cycles, kernel_fixture) {
     run_ready(ctx);
     BOOST_TEST(removed == 1000);
     BOOST_TEST(open_fd_count() == before);
+}
+
+// The scratch cgroups of a test program that died are removed by the next one (its
+// main calls remove_leftovers); those of live processes, ours included, stay.
+BOOST_FIXTURE_TEST_CASE(leftovers_of_dead_test_programs_are_removed, kernel_fixture) {
+    pid_t dead = ::fork();
+    BOOST_TEST_REQUIRE(dead >= 0);
+    if (dead == 0) ::_exit(0);
+    BOOST_TEST_REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+    const auto parent = cg->path().parent_path();
+    const auto left = parent / ("oomwatch-leftover-" + std::to_string(dead) + "-0");
+    const auto alive = parent / ("oomwatch-leftover-" + std::to_string(::getppid()) + "-0");
+    const auto other = parent / ("oomwatch-leftover-" + std::to_string(dead));  // not a scratch name
+    struct cleanup {
+        std::vector<std::filesystem::path> dirs;
+        ~cleanup() {
+            for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) ::rmdir(it->c_str());
+        }
+    } guard{{left, left / "child", alive, other}};
+    for (const auto& d : guard.dirs) BOOST_TEST_REQUIRE(::mkdir(d.c_str(), 0755) == 0, d << ": " << std::strerror(errno));
+    BOOST_TEST(scratch::remove_leftovers() >= 1u);
+    BOOST_TEST(!std::filesystem::exists(left));
+    BOOST_TEST(std::filesystem::exists(alive));
+    BOOST_TEST(std::filesystem::exists(other));
+    BOOST_TEST(std::filesystem::exists(cg->path()));
 }
 
 BOOST_AUTO_TEST_CASE(errors_name_the_problem) {

@@ -1,5 +1,7 @@
 #include "test_support.hpp"
 
+#include "scratch/scratch_cgroup.hpp"
+
 #include <boost/cstdlib.hpp>
 #include <boost/log/expressions.hpp>
 #include <boost/log/utility/setup/console.hpp>
@@ -211,11 +213,17 @@ bool init_and_observe() {
 } // namespace
 
 int run_test_program(bool (*init)(), int argc, char* argv[]) {
+    const std::string name = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "test program";
+    // A test program that died (a sanitizer's abort, SIGKILL) could not remove its
+    // scratch cgroups: the next run does.
+    if (::geteuid() == 0) {
+        if (const auto n = scratch::remove_leftovers())
+            std::cerr << name << ": removed " << n << " scratch cgroup(s) left by test programs that died" << std::endl;
+    }
     module_init = init;
     const int rc = boost::unit_test::unit_test_main(&init_and_observe, argc, argv);
     const auto& o = the_skip_observer;
     if (rc != 0 || !o.finished || o.ran != 0 || o.skipped == 0) return rc;
-    const std::string name = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "test program";
     if (kernel_required()) {
         std::cerr << name << ": FAIL: every test case was skipped, and OOMWATCH_REQUIRE_KERNEL=1 allows no skipping"
                   << std::endl;
