@@ -128,6 +128,13 @@ std::optional<cgroup_error> construction_error(Make make) {
     return std::nullopt;
 }
 
+// v1 pressure levels only: cgroup v2 has none.
+bool no_levels_here(const scratch_oom& s) {
+    if (s.v1()) return false;
+    BOOST_TEST_MESSAGE("cgroup v2 has no pressure levels");
+    return true;
+}
+
 // The VM's root is an initramfs: no page cache to reclaim, so no load for v1 there.
 bool no_v1_load_here(const scratch_oom& s) {
     if (!s.v1() || !in_vm()) return false;
@@ -182,10 +189,7 @@ BOOST_AUTO_TEST_CASE(levels_and_system_trigger_fire_under_reclaim) {
 // to every lower level. Anonymous memory needs no page cache: this runs in the v1 VM too.
 BOOST_AUTO_TEST_CASE(critical_level_fires_near_oom) {
     scratch_oom s("oomwatch-psi-crit", load_limit);
-    if (!s.v1()) {
-        BOOST_TEST_MESSAGE("cgroup v2 has no pressure levels");
-        return;
-    }
+    if (no_levels_here(s)) return;
     asio::io_context ctx;
     pressure_watcher pw(ctx.get_executor(), s.cg->path(),
                         std::vector<pressure_level_trigger>{{pressure_level::critical, pressure_mode::standard},
@@ -212,10 +216,7 @@ BOOST_AUTO_TEST_CASE(critical_level_fires_near_oom) {
 // watcher's events add up to its count.
 BOOST_AUTO_TEST_CASE(v1_level_counts_match_a_raw_eventfd) {
     scratch_oom s("oomwatch-psi-raw", load_limit);
-    if (!s.v1()) {
-        BOOST_TEST_MESSAGE("cgroup v2 has no pressure levels");
-        return;
-    }
+    if (no_levels_here(s)) return;
     asio::io_context ctx;
     pressure_watcher pw(ctx.get_executor(), s.cg->path(), pressure_level_trigger{pressure_level::low, pressure_mode::standard});
     const owned_fd efd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
