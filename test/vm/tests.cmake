@@ -6,12 +6,17 @@
 # /var/cache/oomwatch-vm). Without qemu or the kernel they skip (77), or fail when
 # OOMWATCH_REQUIRE_KERNEL=1.
 # Included from test/CMakeLists.txt.
+# The CLI (not in every build, e.g. the sanitizer ones): v1 then checks its status too.
+set(vm_cli_args "")
+if(TARGET oomwatch_cli)
+  set(vm_cli_args --cli-binary "$<TARGET_FILE:oomwatch_cli>")
+endif()
 foreach(mode v2 v1)
   add_test(NAME vm_cgroup_${mode}
     COMMAND bash "${CMAKE_CURRENT_LIST_DIR}/run-vm-tests.sh"
       --mode ${mode}
       --test-binary "$<TARGET_FILE:oomwatch_kernel_tests>"
-      --cli-binary "$<TARGET_FILE:oomwatch_cli>"
+      ${vm_cli_args}
       --log "${CMAKE_CURRENT_BINARY_DIR}/vm/serial-${mode}.log"
       --timeout 600)
   # One core each for the guest; alone, so the guest's timing-bounded tests have the CPU.
