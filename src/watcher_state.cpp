@@ -399,16 +399,16 @@ std::uint64_t logged_by_usec(std::chrono::milliseconds margin) {
 
 void watcher_state::enable_victims(hierarchy_view h, std::chrono::milliseconds hold, bool root_hierarchical) {
     std::lock_guard lk(m_);
-    matcher_.emplace(std::move(h));
-    hold_ = hold;
-    root_hierarchical_ = root_hierarchical;
-    victims_wanted_ = true;
+    v_ = std::make_unique<victims_part>();
+    v_->matcher.emplace(std::move(h));
+    v_->hold = hold;
+    v_->root_hierarchical = root_hierarchical;
 }
 
 void watcher_state::start_victims() {
     {
         std::lock_guard lk(m_);
-        if (!matcher_ || log_key_ || phase_ == phase::closed) return;
+        if (!matching_locked() || v_->log_key || phase_ == phase::closed) return;
     }
     auto& svc = asio::use_service<kernel_log_service>(asio::query(ex_, asio::execution::context));
     error_code ec;
@@ -418,50 +418,52 @@ void watcher_state::start_victims() {
         victims_off_locked(ec);
         return;
     }
-    if (phase_ != phase::open || !matcher_) {  // ended, closed, or the log failed meanwhile
+    if (phase_ != phase::open || !matching_locked()) {  // ended, closed, or the log failed meanwhile
         lk.unlock();
         svc.remove(key);
         return;
     }
-    log_key_ = key;
+    v_->log_key = key;
 }
 
 void watcher_state::watch_victims(const source_ref& src, std::weak_ptr<source> poke) {
     std::lock_guard lk(m_);
-    if (!matcher_) return;
-    const bool hierarchical = src == root_ && root_hierarchical_;
-    if (!matcher_->add_target(src.get(), src->cgroup, hierarchical)) return;
-    if (!poke.expired()) pokes_[src.get()] = std::move(poke);
+    if (!matching_locked()) return;
+    const bool hierarchical = src == root_ && v_->root_hierarchical;
+    if (!v_->matcher->add_target(src.get(), src->cgroup, hierarchical)) return;
+    if (!poke.expired()) v_->pokes[src.get()] = std::move(poke);
 }
 
 void watcher_state::unwatch_victims(const source_ref& src) noexcept {
     std::lock_guard lk(m_);
-    if (matcher_) matcher_->remove_target(src.get());
-    pokes_.erase(src.get());
+    if (!v_) return;
+    if (v_->matcher) v_->matcher->remove_target(src.get());
+    v_->pokes.erase(src.get());
 }
 
 bool watcher_state::victims_available() const {
     std::lock_guard lk(m_);
-    return matcher_.has_value() && phase_ != phase::closed;
+    return matching_locked() && phase_ != phase::closed;
 }
 
 error_code watcher_state::victims_error() const {
     std::lock_guard lk(m_);
-    return victims_error_;
+    return v_ ? v_->error : error_code{};
 }
 
 std::size_t watcher_state::held_count() const {
     std::lock_guard lk(m_);
-    return held_.size();
+    return v_ ? v_->held.size() : 0;
 }
 
 std::uint64_t watcher_state::end_victims_locked() {
     // The watch is over: nothing more to match, and the kernel log must not keep the
     // execution context busy (its run() returns once every watch ended).
-    held_.clear();
-    if (hold_timer_) hold_timer_->cancel();
-    timer_due_.reset();
-    return std::exchange(log_key_, 0);
+    if (!v_) return 0;
+    v_->held.clear();
+    if (v_->timer) v_->timer->cancel();
+    v_->timer_due.reset();
+    return std::exchange(v_->log_key, 0);
 }
 
 void watcher_state::stop_log(std::uint64_t log_key) {
@@ -469,13 +471,13 @@ void watcher_state::stop_log(std::uint64_t log_key) {
 }
 
 void watcher_state::victims_off_locked(const error_code& ec) {
-    if (!victims_wanted_) return;
-    if (!victims_error_) victims_error_ = ec;
+    if (!v_) return;
+    if (!v_->error) v_->error = ec;
     // Counts go on exactly; what waited for its victims goes now, without them.
     release_held_locked(std::chrono::steady_clock::now(), true);
-    matcher_.reset();
-    pokes_.clear();
-    log_key_ = 0;  // the service forgot it
+    v_->matcher.reset();
+    v_->pokes.clear();
+    v_->log_key = 0;  // the service forgot it
 }
 
 void watcher_state::on_log_unavailable(const error_code& ec) {
@@ -486,24 +488,24 @@ void watcher_state::on_log_unavailable(const error_code& ec) {
 
 void watcher_state::on_kill(const kill_record& k) {
     std::unique_lock lk(m_);
-    if (!matcher_ || phase_ != phase::open) return;
+    if (!matching_locked() || phase_ != phase::open) return;
     const auto now = std::chrono::steady_clock::now();
-    auto key = matcher_->on_record(k, now);
+    auto key = v_->matcher->on_record(k, now);
     OOMWATCH_LOG(trace) << cgroup_.native() << ": kernel log: pid " << k.pid << " killed in '" << k.task_memcg
                         << "'" << (k.group ? " (group " + k.group_memcg + ")" : std::string())
                         << (key ? ": ours" : ": not ours");
     if (!key) return;
     // The earliest held count of that cgroup still missing victims gets it.
-    for (auto& h : held_) {
+    for (auto& h : v_->held) {
         if (h.o.src.get() != key) continue;
         if (h.missing == 0) continue;
-        h.missing -= matcher_->take_into(key, h.missing, now, h.o.victims);
+        h.missing -= v_->matcher->take_into(key, h.missing, now, h.o.victims);
         in_log_order(h.o.victims);
         break;
     }
     release_held_locked(now, false);
     std::shared_ptr<source> poke;
-    if (auto p = pokes_.find(static_cast<const event_source_info*>(key)); p != pokes_.end()) poke = p->second.lock();
+    if (auto p = v_->pokes.find(static_cast<const event_source_info*>(key)); p != v_->pokes.end()) poke = p->second.lock();
     wake_waiter(lk);  // unlocks
     // v1 has no notification of the kill itself: the record is the first sign of it.
     if (poke) poke->kill_logged();
@@ -511,19 +513,19 @@ void watcher_state::on_kill(const kill_record& k) {
 
 void watcher_state::route_locked(occurrence o, std::unique_lock<std::mutex>& lk) {
     const std::uint64_t kills = kinds_.contains(event_kind::oom_kill) ? o.d.get(event_kind::oom_kill) : 0;
-    const bool matched = matcher_ && matcher_->has_target(o.src.get());
+    const bool matched = matching_locked() && v_->matcher->has_target(o.src.get());
     if (!matched) {
         // No victims for it: unattributed, at no cost.
         o.unattributed = kills;
         publish_locked(std::move(o), lk);
         return;
     }
-    const bool behind = std::any_of(held_.begin(), held_.end(), [&](const held_occurrence& h) { return h.o.src == o.src; });
+    const bool behind = std::any_of(v_->held.begin(), v_->held.end(), [&](const victims_part::held_occurrence& h) { return h.o.src == o.src; });
     const auto now = std::chrono::steady_clock::now();
     std::uint64_t missing = kills;
     // Behind a held one, the records go to that one first.
-    if (kills && !behind) missing -= matcher_->take_into(o.src.get(), kills, now, o.victims);
-    if (behind || (missing && hold_.count() > 0)) {
+    if (kills && !behind) missing -= v_->matcher->take_into(o.src.get(), kills, now, o.victims);
+    if (behind || (missing && v_->hold.count() > 0)) {
         bool publish_early = false;
         if (missing && !behind) {
             OOMWATCH_LOG(trace) << o.src->cgroup << ": " << missing << " kill(s) wait for their kernel log records";
@@ -542,26 +544,27 @@ void watcher_state::route_locked(occurrence o, std::unique_lock<std::mutex>& lk)
                 }
             }
         }
-        held_.push_back(held_occurrence{std::move(o), missing, now + hold_});
+        v_->held.push_back(victims_part::held_occurrence{std::move(o), missing, now + v_->hold});
         arm_hold_timer_locked();
         if (publish_early) wake_waiter(lk);
         return;
     }
-    if (missing) matcher_->give_up(o.src.get(), missing, now, logged_by_usec(std::chrono::milliseconds(0)));
+    if (missing) v_->matcher->give_up(o.src.get(), missing, now, logged_by_usec(std::chrono::milliseconds(0)));
     o.unattributed = missing;
     publish_locked(std::move(o), lk);
 }
 
 void watcher_state::release_held_locked(std::chrono::steady_clock::time_point now, bool all) {
+    if (!v_) return;
     // In order; an occurrence goes only when every earlier one of its cgroup went.
     std::vector<const event_source_info*> blocked;
     std::size_t kept = 0;
-    for (std::size_t i = 0; i < held_.size(); ++i) {
-        auto& h = held_[i];
+    for (std::size_t i = 0; i < v_->held.size(); ++i) {
+        auto& h = v_->held[i];
         const bool is_blocked = std::find(blocked.begin(), blocked.end(), h.o.src.get()) != blocked.end();
         if (!is_blocked && (all || h.missing == 0 || h.due <= now)) {
             if (h.missing) {
-                if (matcher_) matcher_->give_up(h.o.src.get(), h.missing, now, logged_by_usec(hold_ / 2));
+                if (v_->matcher) v_->matcher->give_up(h.o.src.get(), h.missing, now, logged_by_usec(v_->hold / 2));
                 h.o.unattributed = h.missing;
                 OOMWATCH_LOG(debug) << h.o.src->cgroup << ": " << h.missing
                                     << " kill(s) delivered without their kernel log records";
@@ -570,21 +573,21 @@ void watcher_state::release_held_locked(std::chrono::steady_clock::time_point no
             continue;
         }
         if (!is_blocked) blocked.push_back(h.o.src.get());
-        if (kept != i) held_[kept] = std::move(h);
+        if (kept != i) v_->held[kept] = std::move(h);
         ++kept;
     }
-    held_.resize(kept);
+    v_->held.resize(kept);
 }
 
 void watcher_state::arm_hold_timer_locked() {
-    if (held_.empty()) return;
-    auto due = held_.front().due;
-    for (auto& h : held_) due = std::min(due, h.due);
-    if (timer_due_ && *timer_due_ <= due) return;  // armed for earlier: it re-arms
-    if (!hold_timer_) hold_timer_ = std::make_unique<asio::steady_timer>(ex_);
-    timer_due_ = due;
-    hold_timer_->expires_at(due);
-    hold_timer_->async_wait([w = weak_from_this()](error_code ec) {
+    if (!v_ || v_->held.empty()) return;
+    auto due = v_->held.front().due;
+    for (auto& h : v_->held) due = std::min(due, h.due);
+    if (v_->timer_due && *v_->timer_due <= due) return;  // armed for earlier: it re-arms
+    if (!v_->timer) v_->timer = std::make_unique<asio::steady_timer>(ex_);
+    v_->timer_due = due;
+    v_->timer->expires_at(due);
+    v_->timer->async_wait([w = weak_from_this()](error_code ec) {
         if (ec) return;
         if (auto s = w.lock()) s->on_hold_timer();
     });
@@ -592,7 +595,8 @@ void watcher_state::arm_hold_timer_locked() {
 
 void watcher_state::on_hold_timer() {
     std::unique_lock lk(m_);
-    timer_due_.reset();
+    if (!v_) return;
+    v_->timer_due.reset();
     if (phase_ != phase::open) return;
     release_held_locked(std::chrono::steady_clock::now(), false);
     arm_hold_timer_locked();

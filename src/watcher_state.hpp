@@ -281,24 +281,29 @@ private:
     std::size_t resets_since_prune_ = 0;
     std::shared_ptr<source> source_;
 
-    // Victims (issue 10). Null matcher: victims off (not asked for, a fake cgroup, or
-    // the kernel log unreadable): every kill unattributed.
-    std::optional<victim_matcher> matcher_;
-    std::chrono::milliseconds hold_{0};
-    bool root_hierarchical_ = false;
-    bool victims_wanted_ = false;
-    boost::system::error_code victims_error_;
-    std::uint64_t log_key_ = 0;  // the kernel log registration
-    std::unordered_map<const event_source_info*, std::weak_ptr<source>> pokes_;
-    struct held_occurrence {
-        occurrence o;
-        std::uint64_t missing = 0;  // kills still without their record
-        std::chrono::steady_clock::time_point due;
+    // Victims (issue 10), made by enable_victims: a watch without them (not asked for,
+    // a fake cgroup) pays one pointer, not the ~380 bytes of these.
+    struct victims_part {
+        // Null: victims off (the kernel log failed): every kill unattributed.
+        std::optional<victim_matcher> matcher;
+        std::chrono::milliseconds hold{0};
+        bool root_hierarchical = false;
+        boost::system::error_code error;
+        std::uint64_t log_key = 0;  // the kernel log registration
+        std::unordered_map<const event_source_info*, std::weak_ptr<source>> pokes;
+        struct held_occurrence {
+            occurrence o;
+            std::uint64_t missing = 0;  // kills still without their record
+            std::chrono::steady_clock::time_point due;
+        };
+        // In publishing order; an occurrence waits behind an earlier one of its cgroup.
+        std::vector<held_occurrence> held;
+        std::unique_ptr<boost::asio::steady_timer> timer;  // made on first need
+        std::optional<std::chrono::steady_clock::time_point> timer_due;
     };
-    // In publishing order; an occurrence waits behind an earlier one of its cgroup.
-    std::vector<held_occurrence> held_;
-    std::unique_ptr<boost::asio::steady_timer> hold_timer_;  // made on first need
-    std::optional<std::chrono::steady_clock::time_point> timer_due_;
+    std::unique_ptr<victims_part> v_;
+    // Whether victims are on (the matcher exists); v_ is then not null.
+    bool matching_locked() const noexcept { return v_ && v_->matcher; }
 };
 
 /// Victims for `st` in the machine's memory hierarchy (found from the mount table; none
