@@ -212,9 +212,7 @@ public:
         std::lock_guard lk(m_);
         switch (phase_) {
         case phase::open:
-            // Amortised, as for OOM watchers: subscribe/reset churn does not grow the list.
-            if (subscribers_.size() >= 8 && subscribers_.size() == subscribers_.capacity()) prune_locked();
-            subscribers_.push_back(s);
+            subscribers_.add(s);
             break;
         case phase::ending:
         case phase::finished:
@@ -231,7 +229,7 @@ public:
     /// A subscription was reset: forget the dead ones.
     void subscriber_gone() {
         std::lock_guard lk(m_);
-        if (++resets_since_prune_ * 2 > subscribers_.size()) prune_locked();
+        subscribers_.gone();
     }
 
     void cancel_wait() { abort_wait(std::nullopt); }
@@ -243,8 +241,7 @@ public:
         own_.clear();
         auto sources = std::move(sources_);
         sources_.clear();
-        auto subs = std::move(subscribers_);
-        subscribers_.clear();
+        auto subs = subscribers_.take();
         auto t = wait_.take();
         lk.unlock();
         for (auto& s : sources) s->stop();
@@ -290,21 +287,9 @@ private:
 
     void enqueue_locked(const pressure_occurrence& o) {
         own_.add(o);
-        bool dead = false;
-        for (auto& w : subscribers_) {
-            if (auto s = w.lock()) s->publish(o);
-            else dead = true;
-        }
-        if (dead) prune_locked();
+        subscribers_.publish(o);
     }
 
-    void prune_locked() {
-        std::erase_if(subscribers_, [](const std::weak_ptr<pressure_subscriber>& w) {
-            auto s = w.lock();
-            return !s || !s->active();
-        });
-        resets_since_prune_ = 0;
-    }
 
     std::optional<pressure_event> pop_locked() {
         auto ev = own_.pop();
@@ -346,8 +331,7 @@ private:
     error_code failure_;
     std::string failure_path_;
     waiter wait_;
-    std::vector<std::weak_ptr<pressure_subscriber>> subscribers_;
-    std::size_t resets_since_prune_ = 0;
+    subscriber_list<pressure_subscriber> subscribers_;
     std::vector<std::shared_ptr<source>> sources_;
 };
 

@@ -1,10 +1,13 @@
 // Delivery to one subscription, shared by the OOM watchers and the pressure watcher: a
 // backlog of its own, at most one delivery posted at a time, and reset() that waits for
-// a handler running on another thread.
+// a handler running on another thread; and a watch's list of them.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <cstddef>
 
 #include <functional>
 #include <memory>
@@ -12,6 +15,7 @@
 #include <optional>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace oomwatch::detail {
 
@@ -114,6 +118,53 @@ private:
     Backlog pending_;
     bool scheduled_ = false;
     bool active_ = true;
+};
+
+/// A watch's subscribers, held weakly: a reset subscription lets its subscriber go.
+/// Dead entries are dropped on publish, when the vector would grow, and once as many were
+/// reset as are listed, so subscribe/reset churn on a quiet watch does not grow it
+/// (amortised: at most as many dead as live ones). The caller's lock guards every call.
+template <class Sub>
+class subscriber_list {
+public:
+    void add(std::shared_ptr<Sub> s) {
+        if (subs_.size() >= 8 && subs_.size() == subs_.capacity()) prune();
+        subs_.push_back(std::move(s));
+    }
+
+    /// A subscription was reset.
+    void gone() {
+        if (++resets_since_prune_ * 2 > subs_.size()) prune();
+    }
+
+    template <class Occurrence>
+    void publish(const Occurrence& o) {
+        std::erase_if(subs_, [](const std::weak_ptr<Sub>& w) { return w.expired(); });
+        for (auto& w : subs_)
+            if (auto s = w.lock()) s->publish(o);
+    }
+
+    /// Empties the list (close: the caller deactivates them outside its lock).
+    std::vector<std::weak_ptr<Sub>> take() {
+        resets_since_prune_ = 0;
+        return std::exchange(subs_, {});
+    }
+
+    std::size_t size() const noexcept { return subs_.size(); }
+
+private:
+    void prune() {
+        std::erase_if(subs_, [](const std::weak_ptr<Sub>& w) {
+            auto s = w.lock();
+            return !s || !s->active();
+        });
+        resets_since_prune_ = 0;
+        // Give memory back after a crowd of subscribers left.
+        if (subs_.capacity() > 16 && subs_.size() < subs_.capacity() / 4) subs_.shrink_to_fit();
+    }
+
+    std::vector<std::weak_ptr<Sub>> subs_;
+    std::size_t resets_since_prune_ = 0;
 };
 
 } // namespace oomwatch::detail

@@ -239,9 +239,7 @@ void watcher_state::enqueue_locked(occurrence o) {
     if (o.end == event_kind::removed && o.src == root_) phase_ = phase::removed;
 
     own_.add(o);
-    std::erase_if(subscribers_, [](const std::weak_ptr<subscriber>& w) { return w.expired(); });
-    for (auto& w : subscribers_)
-        if (auto s = w.lock()) s->publish(o);
+    subscribers_.publish(o);
 }
 
 void watcher_state::wake_waiter(std::unique_lock<std::mutex>& lk) {
@@ -327,8 +325,7 @@ void watcher_state::close() {
     phase_ = phase::closed;
     auto h = wait_.take();
     own_.clear();
-    auto subs = std::move(subscribers_);
-    subscribers_.clear();
+    auto subs = subscribers_.take();
     auto src = std::move(source_);
     const auto log_key = end_victims_locked();
     lk.unlock();
@@ -345,10 +342,7 @@ std::shared_ptr<subscriber> watcher_state::subscribe(asio::any_io_executor ex, s
     std::lock_guard lk(m_);
     switch (phase_) {
     case phase::open:
-        // Dead entries go here as well as on publish, so subscribe/reset churn on a
-        // quiet cgroup does not grow the list (amortised: at most as many as live ones).
-        if (subscribers_.size() >= 8 && subscribers_.size() == subscribers_.capacity()) prune_locked();
-        subscribers_.push_back(s);
+        subscribers_.add(s);
         break;
     case phase::removed:
     case phase::failed:
@@ -366,17 +360,7 @@ std::shared_ptr<subscriber> watcher_state::subscribe(asio::any_io_executor ex, s
 
 void watcher_state::subscriber_gone() {
     std::lock_guard lk(m_);
-    if (++resets_since_prune_ * 2 > subscribers_.size()) prune_locked();
-}
-
-void watcher_state::prune_locked() {
-    std::erase_if(subscribers_, [](const std::weak_ptr<subscriber>& w) {
-        auto s = w.lock();
-        return !s || !s->active();
-    });
-    resets_since_prune_ = 0;
-    // Give memory back after a crowd of subscribers left.
-    if (subscribers_.capacity() > 16 && subscribers_.size() < subscribers_.capacity() / 4) subscribers_.shrink_to_fit();
+    subscribers_.gone();
 }
 
 // ---- victims ------------------------------------------------------------------------

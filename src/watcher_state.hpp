@@ -258,7 +258,6 @@ private:
     std::uint64_t end_victims_locked();
     void stop_log(std::uint64_t log_key);
     std::optional<oom_event> pop_event_locked();
-    void prune_locked();
     using waiter = pending_wait<event_handler>;
     using taken_waiter = waiter::taken;
     void abort_wait(std::uint64_t id);
@@ -277,8 +276,7 @@ private:
     // The waiting handler; it keeps its executor from running out of work while it
     // waits, as Asio's own operations do.
     waiter wait_;
-    std::vector<std::weak_ptr<subscriber>> subscribers_;
-    std::size_t resets_since_prune_ = 0;
+    subscriber_list<subscriber> subscribers_;
     std::shared_ptr<source> source_;
 
     // Victims (issue 10), made by enable_victims: a watch without them (not asked for,
