@@ -228,6 +228,23 @@ BOOST_AUTO_TEST_CASE(a_global_oom_is_reported_with_constraint_global) {
     system_watcher sw(ctx, quick());
     collector<system_watcher> c{sw, {}, {}};
     c.arm();
+    // This program is out of the OOM killer's reach below; a second OOM in the instant
+    // after the reaper marked the hog done but before its memory came back then found
+    // no killable task, and the kernel panicked ("System is deadlocked on memory", seen
+    // once in CI). A small idle child is that task; the hog, far larger, goes first.
+    const pid_t decoy = ::fork();
+    BOOST_TEST_REQUIRE(decoy >= 0);
+    if (decoy == 0) {
+        ::alarm(150);
+        for (;;) ::pause();
+    }
+    struct reaper {
+        pid_t pid;
+        ~reaper() {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    } decoy_guard{decoy};
     // Below MemTotal, which the kernel's overcommit heuristic allows, but far above what
     // is free once the kernel and the initramfs holding this program took their share.
     auto v = scratch::victim::spawn(s.cg->path(), static_cast<std::size_t>(mem_total() - (8u << 20)));
